@@ -43,7 +43,7 @@ fn upper_case_queue_names_are_rejected() {
     assert_eq!(
         err.to_string(),
         "queue.name: \"Emails\" is not allowed; expected 1 to 47 characters of \
-         lower-case letters a-z, digits 0-9 and underscores"
+         a-z, 0-9 and _, not starting with a digit"
     );
 }
 
@@ -53,6 +53,12 @@ fn hyphenated_queue_names_are_rejected() {
         field_of(json!({ "queue": { "name": "my-queue" } })),
         "queue.name"
     );
+}
+
+#[test]
+fn queue_names_starting_with_a_digit_are_rejected() {
+    assert_eq!(field_of(json!({ "queue": { "name": "2fa" } })), "queue.name");
+    assert!(parse(json!({ "queue": { "name": "_2fa" } })).is_ok());
 }
 
 #[test]

@@ -450,8 +450,7 @@ impl Config {
 /// lower-cases table names (so `Emails` would share `emails`'s table), a
 /// hyphen breaks its SQL, and long names fail deep inside it.
 fn queue_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
-    const ALLOWED: &str =
-        "1 to 47 characters of lower-case letters a-z, digits 0-9 and underscores";
+    const ALLOWED: &str = "1 to 47 characters of a-z, 0-9 and _, not starting with a digit";
     let Some(value) = value else {
         return Err(ConfigError::Missing {
             field: field.to_owned(),
@@ -461,6 +460,7 @@ fn queue_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError>
     let valid = value.as_str().filter(|name| {
         !name.is_empty()
             && name.len() <= MAX_QUEUE_NAME_LEN
+            && !name.starts_with(|c: char| c.is_ascii_digit())
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
