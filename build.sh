@@ -7,6 +7,8 @@
 #                      rustfmt, the SQL tests, deno fmt, deno lint and
 #                      deno test; ends with one line `N passed, N failed`
 #   ./build.sh bench   the above without pgbouncer, run scripts/bench.ts
+#   ./build.sh db      start Postgres and pgbouncer and leave them running,
+#                      for running single tests by hand; prints the env
 #
 # Installs (cached under ${XDG_CACHE_HOME:-~/.cache}/edge-worker/tools): the
 # wasm32 Rust target, wasm-bindgen-cli, Deno and binaryen from npm, pgmq into
@@ -34,7 +36,7 @@ source "${ROOT}/scripts/checks.sh"
 readonly DENO_SOURCES=(js deno-tests scripts supabase/functions)
 
 usage() {
-  printf 'usage: %s [demo|test|bench]\n' "$0" >&2
+  printf 'usage: %s [demo|test|bench|db]\n' "$0" >&2
   exit 2
 }
 
@@ -99,6 +101,15 @@ cmd_bench() {
   run_deno run --allow-all scripts/bench.ts
 }
 
+cmd_db() {
+  ensure_build_tools
+  EDGE_WORKER_KEEP_DB=1
+  start_database
+  pgbouncer_start
+  step "Running; stop with scripts/pg-ctl.sh stop-all. Environment:"
+  export -p | grep -E ' (EDGE_WORKER_[A-Z_]+|DENO|DENO_TLS_CA_STORE)='
+}
+
 cmd_test() {
   ensure_build_tools "postgresql-${PG_MAJOR}-pgtap"
   ensure_rust_components
@@ -133,6 +144,7 @@ main() {
     demo) cmd_demo ;;
     test) cmd_test ;;
     bench) cmd_bench ;;
+    db) cmd_db ;;
     *) usage ;;
   esac
 }

@@ -7,11 +7,12 @@
 #
 # shellcheck shell=bash
 
-# target/pg unless the postgres user cannot reach it (the repository sits
-# under a folder closed to other users, such as /root): then a folder of
-# its own under /var/tmp, one per checkout.
+# EDGE_WORKER_PG_HOME when set (a second cluster beside the usual one, for
+# runs that restart Postgres); otherwise target/pg unless the postgres user
+# cannot reach it (the repository sits under a folder closed to other users,
+# such as /root): then a folder of its own under /var/tmp, one per checkout.
 pg_home() {
-  local preferred="${ROOT}/target/pg"
+  local preferred="${EDGE_WORKER_PG_HOME:-${ROOT}/target/pg}"
   mkdir -p "${preferred}"
   if as_postgres test -x "${preferred}"; then
     printf '%s\n' "${preferred}"
