@@ -57,7 +57,10 @@ fn hyphenated_queue_names_are_rejected() {
 
 #[test]
 fn queue_names_starting_with_a_digit_are_rejected() {
-    assert_eq!(field_of(json!({ "queue": { "name": "2fa" } })), "queue.name");
+    assert_eq!(
+        field_of(json!({ "queue": { "name": "2fa" } })),
+        "queue.name"
+    );
     assert!(parse(json!({ "queue": { "name": "_2fa" } })).is_ok());
 }
 

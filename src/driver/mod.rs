@@ -33,7 +33,7 @@ pub use port::WorkerPort;
 /// for a bad configuration: the shim turns `error` into its
 /// `EdgeWorkerConfigError`.
 #[wasm_bindgen(js_name = validateConfig, unchecked_return_type = "ConfigValidation")]
-pub fn validate_config(raw: JsValue) -> JsValue {
+pub fn validate_config(#[wasm_bindgen(unchecked_param_type = "unknown")] raw: JsValue) -> JsValue {
     convert::validation_result(convert::parse_config(raw))
 }
 
@@ -59,7 +59,11 @@ impl WorkerDriver {
     /// `validateConfig`); an invalid one throws an `Error` naming the field.
     /// `seed` (any 32-bit unsigned number) seeds retry jitter and backoff.
     #[wasm_bindgen(constructor)]
-    pub fn new(port: WorkerPort, config: JsValue, seed: u32) -> Result<WorkerDriver, JsValue> {
+    pub fn new(
+        port: WorkerPort,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] config: JsValue,
+        seed: u32,
+    ) -> Result<WorkerDriver, JsValue> {
         let parsed = convert::parse_config(config)
             .map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
         let (events, inbox) = mpsc::unbounded();
@@ -77,6 +81,7 @@ impl WorkerDriver {
     /// is marked stopped and the port closed its pool; rejects if the
     /// worker could not start (for example, the migrations are missing) or
     /// if `run` was called before.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn run(&self) -> js_sys::Promise {
         let shared = Rc::clone(&self.shared);
         future_to_promise(async move {
@@ -91,7 +96,12 @@ impl WorkerDriver {
     /// through their AbortSignal. Calling it again may only bring the
     /// deadline closer.
     #[wasm_bindgen(js_name = requestStop)]
-    pub fn request_stop(&self, reason: &str, deadline_ms: f64) -> Result<(), JsValue> {
+    pub fn request_stop(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "\"shutdown\" | \"stop\" | \"deprecated\"")]
+        reason: &str,
+        #[wasm_bindgen(js_name = deadlineMs)] deadline_ms: f64,
+    ) -> Result<(), JsValue> {
         let reason = match reason {
             "shutdown" => StopReason::Shutdown,
             "stop" => StopReason::Stop,
