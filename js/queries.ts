@@ -1,0 +1,62 @@
+/**
+ * Every SQL statement the worker runs, named after the port operation that
+ * uses it. Parameters are always bound, never spliced, and every one is cast
+ * because pgmq 1.11 overloads its functions. The `edge_worker.*` functions
+ * are defined in `supabase/migrations` and described in `docs/boundary.md`.
+ *
+ * @module
+ */
+
+/** `$1` queue. Creates the queue if absent (idempotent in pgmq). */
+export const ENSURE_QUEUE = "select pgmq.create($1::text)";
+
+/**
+ * `$1` queue, `$2` visibility timeout (s), `$3` quantity, `$4` longest poll
+ * (s), `$5` poll interval (ms). Named columns only: newer pgmq versions add
+ * `headers` and `last_read_at`.
+ */
+export const CLAIM = "select msg_id, read_ct, enqueued_at, vt, message " +
+  "from pgmq.read_with_poll($1::text, $2::int, $3::int, $4::int, $5::int)";
+
+/** `$1` worker id, `$2` queue, `$3` function name. */
+export const REGISTER =
+  "select edge_worker.register_worker($1::uuid, $2::text, $3::text)";
+
+/**
+ * `$1` worker id, `$2` succeeded, `$3` failed, `$4` dead-lettered,
+ * `$5` in flight, `$6` last error. Returns `deprecated`.
+ */
+export const HEARTBEAT = "select edge_worker.heartbeat(" +
+  "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::int, $6::text" +
+  ") as deprecated";
+
+/** `$1` worker id. Sets `stopped_at` (idempotent). */
+export const STOP = "select edge_worker.stop_worker($1::uuid)";
+
+/** `$1` queue, `$2` ids, `$3` read counts. Returns the archived ids. */
+export const ARCHIVE = "select msg_id from edge_worker.archive(" +
+  "$1::text, $2::bigint[], $3::int[]) as msg_id";
+
+/**
+ * `$1` queue, `$2` ids, `$3` read counts, `$4` delays (s), `$5` error names,
+ * `$6` error messages, `$7` worker id. Returns the retried ids.
+ */
+export const RETRY = "select msg_id from edge_worker.retry(" +
+  "$1::text, $2::bigint[], $3::int[], $4::int[], $5::text[], $6::text[], " +
+  "$7::uuid) as msg_id";
+
+/**
+ * `$1` queue, `$2` ids, `$3` read counts, `$4` error names, `$5` error
+ * messages, `$6` worker id. Returns the dead-lettered ids.
+ */
+export const DEAD_LETTER = "select msg_id from edge_worker.dead_letter(" +
+  "$1::text, $2::bigint[], $3::int[], $4::text[], $5::text[], $6::uuid" +
+  ") as msg_id";
+
+/** `$1` queue, `$2` ids, `$3` read counts, `$4` lease (s). */
+export const EXTEND = "select msg_id from edge_worker.extend(" +
+  "$1::text, $2::bigint[], $3::int[], $4::int) as msg_id";
+
+/** `$1` queue, `$2` ids, `$3` read counts. Returns the released ids. */
+export const RELEASE = "select msg_id from edge_worker.release(" +
+  "$1::text, $2::bigint[], $3::int[]) as msg_id";
