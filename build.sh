@@ -133,7 +133,7 @@ cmd_test() {
   done
   run_check deno-fmt count_exit_status run_deno fmt --check "${sources[@]}"
   run_check deno-lint count_exit_status run_deno lint "${sources[@]}"
-  run_check deno-test count_deno_tests run_deno test --allow-all deno-tests/
+  run_check deno-test count_deno_tests run_deno test --allow-all js/ deno-tests/
 
   print_summary
 }

@@ -133,9 +133,16 @@ export class PostgresPort<T> implements WorkerPort {
    * open and the error goes to the driver untouched, so it can try again;
    * {@linkcode close} ends the pool in any case once the driver is done.
    */
-  async markStopped(): Promise<void> {
+  async markStopped(stats: WorkerStats): Promise<void> {
     this.#sleeper.cancel();
-    await this.#sql.unsafe(query.STOP, [this.#workerId]);
+    await this.#sql.unsafe(query.STOP, [
+      this.#workerId,
+      stats.succeeded,
+      stats.failed,
+      stats.deadLettered,
+      stats.inFlight,
+      stats.lastError,
+    ]);
     await this.close();
   }
 

@@ -14,6 +14,13 @@ const CONFIG = {
 } as unknown as ResolvedConfig;
 
 const WORKER_ID = "00000000-0000-4000-8000-000000000001";
+const FINAL_STATS = {
+  succeeded: 7,
+  failed: 2,
+  deadLettered: 1,
+  inFlight: 0,
+  lastError: "E: x",
+};
 const BIG_ID = "9007199254740993"; // 2^53 + 1: not exact as a number
 
 /** A stand-in for the postgres.js pool that answers from a script. */
@@ -224,11 +231,11 @@ Deno.test("cancelClaim cancels the claim in flight only", async () => {
   assert.equal(fake.cancelled, 1);
 });
 
-Deno.test("markStopped records the stop, then ends the pool", async () => {
+Deno.test("markStopped records the final counters and the stop, then ends the pool", async () => {
   const { port, fake } = makePort(() => {});
-  await port.markStopped();
+  await port.markStopped(FINAL_STATS);
   assert.equal(fake.calls[0].statement, query.STOP);
-  assert.deepEqual(fake.calls[0].parameters, [WORKER_ID]);
+  assert.deepEqual(fake.calls[0].parameters, [WORKER_ID, 7, 2, 1, 0, "E: x"]);
   assert.equal(fake.ended, true);
 });
 
@@ -237,7 +244,9 @@ Deno.test("markStopped keeps the pool open when the stop was not recorded", asyn
   fake.answer = () => {
     throw Object.assign(new Error("gone"), { code: "CONNECTION_CLOSED" });
   };
-  await assert.rejects(port.markStopped(), { code: "CONNECTION_CLOSED" });
+  await assert.rejects(port.markStopped(FINAL_STATS), {
+    code: "CONNECTION_CLOSED",
+  });
   assert.equal(fake.ended, false);
   await port.close();
   assert.equal(fake.ended, true);

@@ -30,8 +30,14 @@ export const HEARTBEAT = "select edge_worker.heartbeat(" +
   "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::int, $6::text" +
   ") as deprecated";
 
-/** `$1` worker id. Sets `stopped_at` (idempotent). */
-export const STOP = "select edge_worker.stop_worker($1::uuid)";
+/**
+ * The final heartbeat (parameters as {@linkcode HEARTBEAT}), then sets
+ * `stopped_at` (idempotent): one statement, so the counters a short-lived
+ * worker reached are never lost to a stop that comes before its first beat.
+ */
+export const STOP = "select edge_worker.heartbeat(" +
+  "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::int, $6::text" +
+  "), edge_worker.stop_worker($1::uuid)";
 
 /** `$1` queue, `$2` ids, `$3` read counts. Returns the archived ids. */
 export const ARCHIVE = "select msg_id from edge_worker.archive(" +

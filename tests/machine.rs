@@ -36,6 +36,10 @@ fn is_claim(c: &Command) -> bool {
     matches!(c, Command::Claim { .. })
 }
 
+fn is_mark_stopped(c: &Command) -> bool {
+    matches!(c, Command::MarkStopped(_))
+}
+
 fn claimed(ids: &[(i64, i32)]) -> Event {
     Event::ClaimFinished(
         ids.iter()
@@ -442,9 +446,67 @@ fn the_worker_stops_once_handlers_and_writes_are_done() {
             applied: vec![1],
         },
     );
-    assert!(w.poll(at(4)).contains(&Command::MarkStopped));
+    assert!(w.poll(at(4)).iter().any(is_mark_stopped));
     w.handle(at(5), Event::MarkStoppedFinished);
     assert_eq!(w.stopped(), Some(Ok(())));
+}
+
+#[test]
+fn the_final_counters_go_with_the_stop() {
+    let (mut w, _) = running(json!({}));
+    w.handle(at(1), claimed(&[(1, 1)]));
+    w.poll(at(1));
+    w.handle(at(2), finished(1, 1, Outcome::Succeeded));
+    let out = w.poll(at(2));
+    w.handle(
+        at(3),
+        Event::WriteFinished {
+            id: writes(&out)[0].0,
+            applied: vec![1],
+        },
+    );
+    w.handle(
+        at(3),
+        Event::StopRequested {
+            reason: StopReason::Stop,
+            deadline: at(10_000),
+        },
+    );
+    w.handle(at(3), Event::ClaimFinished(vec![]));
+    let stop = w.poll(at(3)).into_iter().find(is_mark_stopped);
+    assert!(matches!(stop, Some(Command::MarkStopped(s)) if s.succeeded == 1));
+}
+
+#[test]
+fn a_second_batch_of_a_kind_waits_for_the_first_and_takes_all_that_piled_up() {
+    let (mut w, _) = running(json!({}));
+    w.handle(at(1), claimed(&[(1, 1), (2, 1), (3, 1)]));
+    w.poll(at(1));
+    w.handle(at(2), finished(1, 1, Outcome::Succeeded));
+    let first = writes(&w.poll(at(2)));
+    assert_eq!(first[0].1, WriteBatch::Archive(vec![fence(1, 1)]));
+    w.handle(at(3), finished(2, 1, Outcome::Succeeded));
+    assert!(
+        writes(&w.poll(at(3))).is_empty(),
+        "the first archive is out"
+    );
+    assert!(
+        w.next_wake().is_some_and(|t| t > at(3)),
+        "held writes do not make the loop spin"
+    );
+    w.handle(at(4), finished(3, 1, Outcome::Succeeded));
+    w.handle(
+        at(5),
+        Event::WriteFinished {
+            id: first[0].0,
+            applied: vec![1],
+        },
+    );
+    let second = writes(&w.poll(at(5)));
+    assert_eq!(
+        second[0].1,
+        WriteBatch::Archive(vec![fence(2, 1), fence(3, 1)])
+    );
 }
 
 #[test]
@@ -461,7 +523,7 @@ fn the_worker_stops_at_the_deadline_even_with_handlers_running() {
     );
     w.poll(at(2));
     assert_eq!(w.next_wake(), Some(at(1_000)));
-    assert!(w.poll(at(1_000)).contains(&Command::MarkStopped));
+    assert!(w.poll(at(1_000)).iter().any(is_mark_stopped));
 }
 
 #[test]

@@ -303,8 +303,9 @@ pub enum Command {
     },
     /// Store a heartbeat with these counters.
     Heartbeat(Stats),
-    /// Mark the worker row stopped and close the pool.
-    MarkStopped,
+    /// Store the final counters, mark the worker row stopped and close the
+    /// pool.
+    MarkStopped(Stats),
     /// Print a log record.
     Log(LogRecord),
 }

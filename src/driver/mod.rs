@@ -261,8 +261,8 @@ impl Shared {
                     Err(e) => Event::HeartbeatFailed(e),
                 }
             }),
-            Command::MarkStopped => self.spawn(|s| async move {
-                if let Err(e) = call(s.port.mark_stopped()).await {
+            Command::MarkStopped(stats) => self.spawn(move |s| async move {
+                if let Err(e) = call(s.port.mark_stopped(convert::stats(&stats))).await {
                     s.log(
                         "warn",
                         "mark_stopped_failed",

@@ -58,7 +58,7 @@ export interface WorkerPort {
   ensureQueue(): Promise<void>;
   register(): Promise<void>;
   heartbeat(stats: WorkerStats): Promise<{ deprecated: boolean }>;
-  markStopped(): Promise<void>;
+  markStopped(stats: WorkerStats): Promise<void>;
   claim(qty: number, vtSeconds: number, maxPollSeconds: number, pollIntervalMs: number): Promise<ClaimedMessage[]>;
   cancelClaim(): void;
   startHandler(msgId: string, readCt: number, attempt: number): Promise<HandlerOutcome>;
@@ -98,7 +98,7 @@ extern "C" {
     pub fn heartbeat(this: &WorkerPort, stats: JsValue) -> Result<Promise, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = markStopped)]
-    pub fn mark_stopped(this: &WorkerPort) -> Result<Promise, JsValue>;
+    pub fn mark_stopped(this: &WorkerPort, stats: JsValue) -> Result<Promise, JsValue>;
 
     #[wasm_bindgen(method, catch)]
     pub fn claim(
