@@ -55,6 +55,11 @@ export class LogRecorder {
       (workerId === undefined || entry.worker_id === workerId)
     );
   }
+
+  /** The first line named `event` (of one worker), if any arrived yet. */
+  first(event: string, workerId?: string): LogEntry | undefined {
+    return this.events(event, workerId)[0];
+  }
 }
 
 /** What a test body gets from {@linkcode withQueue}. */
