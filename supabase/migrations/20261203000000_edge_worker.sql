@@ -235,6 +235,38 @@ comment on function edge_worker.optional_columns(text) is
 -- never waits behind these functions. Time is clock_timestamp(), as in pgmq.
 ------------------------------------------------------------------------------
 
+-- An attempt is closed once its failure is recorded: the retry that
+-- recorded it already chose when the message comes back. A retry re-sent
+-- after its answer was lost, or a lease extension that arrives after the
+-- retry, would otherwise still match the fence (a retry leaves read_ct as
+-- it is) and restart or cut short the delay. Errors of an earlier message
+-- that had the same id (the queue was dropped and created again) predate
+-- this message's enqueued_at and do not count.
+create or replace function edge_worker.attempt_closed(
+  queue_name text,
+  msg_id bigint,
+  read_ct int,
+  enqueued_at timestamptz
+)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select exists (
+    select
+    from edge_worker.attempt_errors as e
+    where e.queue_name = attempt_closed.queue_name
+      and e.msg_id = attempt_closed.msg_id
+      and e.attempt = attempt_closed.read_ct
+      and e.failed_at >= attempt_closed.enqueued_at
+  );
+$$;
+
+comment on function edge_worker.attempt_closed(text, bigint, int, timestamptz) is
+  'True once the failure of this attempt (msg_id at read_ct) is recorded; '
+  'retry and extend then leave the message alone.';
+
 -- Success: move the message to the archive table, as pgmq.archive does, but
 -- only if this worker's claim is still the current one.
 create or replace function edge_worker.archive(
@@ -319,15 +351,16 @@ begin
   return query execute format(
     $sql$
     with claimed as (
-      select distinct on (c.msg_id) c.*
+      select distinct on (c.msg_id, c.read_ct) c.*
       from unnest($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[])
         as c(msg_id, read_ct, delay_s, error_name, error_message)
-      order by c.msg_id
+      order by c.msg_id, c.read_ct
     ),
     locked as materialized (
       select q.msg_id, q.read_ct, c.delay_s, c.error_name, c.error_message
       from pgmq.%1$I as q
       join claimed as c on c.msg_id = q.msg_id and c.read_ct = q.read_ct
+      where not edge_worker.attempt_closed($6, q.msg_id, q.read_ct, q.enqueued_at)
       order by q.msg_id
       for update of q
     ),
@@ -389,10 +422,10 @@ begin
   return query execute format(
     $sql$
     with claimed as (
-      select distinct on (c.msg_id) c.*
+      select distinct on (c.msg_id, c.read_ct) c.*
       from unnest($1::bigint[], $2::int[], $3::text[], $4::text[])
         as c(msg_id, read_ct, error_name, error_message)
-      order by c.msg_id
+      order by c.msg_id, c.read_ct
     ),
     locked as materialized (
       select q.msg_id, q.read_ct, q.enqueued_at, q.message,
@@ -477,6 +510,7 @@ begin
       select q.msg_id
       from pgmq.%1$I as q
       join claimed as c on c.msg_id = q.msg_id and c.read_ct = q.read_ct
+      where not edge_worker.attempt_closed($4, q.msg_id, q.read_ct, q.enqueued_at)
       order by q.msg_id
       for update of q
     )
@@ -487,7 +521,7 @@ begin
     returning q.msg_id
     $sql$,
     'q_' || queue_name)
-  using msg_ids, read_cts, vt_s;
+  using msg_ids, read_cts, vt_s, queue_name;
 end;
 $$;
 

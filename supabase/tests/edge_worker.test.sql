@@ -7,7 +7,7 @@ begin;
 
 create extension if not exists pgtap;
 
-select plan(71);
+select plan(75);
 
 -- Fixtures: a queue with eight messages, read once so each has read_ct 1.
 -- Message 6 gets an enqueued_at of its own, to see it kept when it is
@@ -143,9 +143,23 @@ select is_empty(
        array['Error'], array['late'], null) $$,
   'retry with a stale read_ct changes nothing');
 select is(
-  (select count(*) from edge_worker.attempt_errors where msg_id = 6),
+  (select count(*) from edge_worker.attempt_errors where queue_name = 'ew_test' and msg_id = 6),
   0::bigint,
   'retry with a stale read_ct records no error');
+select is_empty(
+  $$ select * from edge_worker.retry('ew_test', array[4]::bigint[], array[1],
+       array[1], array['TypeError'], array['boom again'], null) $$,
+  'a retry sent again for a recorded attempt changes nothing');
+select ok(
+  (select vt > clock_timestamp() + interval '100 seconds' from pgmq.q_ew_test where msg_id = 4),
+  'a retry sent again keeps the delay the first one set');
+select is(
+  (select count(*) from edge_worker.attempt_errors where queue_name = 'ew_test' and msg_id = 4),
+  1::bigint,
+  'a retry sent again records no second error');
+select is_empty(
+  $$ select * from edge_worker.extend('ew_test', array[4]::bigint[], array[1], 5) $$,
+  'an extension arriving after the retry does not cut the delay short');
 select throws_ok(
   $$ select * from edge_worker.retry('ew_test', array[6]::bigint[], array[1], array[-1],
        array['Error'], array['x'], null) $$,
@@ -172,7 +186,7 @@ select results_eq(
        'gave up') $$,
   'dead_letter keeps payload, enqueued_at, read count and final error');
 select results_eq(
-  $$ select attempt, error_name from edge_worker.attempt_errors where msg_id = 6 $$,
+  $$ select attempt, error_name from edge_worker.attempt_errors where queue_name = 'ew_test' and msg_id = 6 $$,
   $$ values (1, 'RangeError') $$,
   'dead_letter records the final attempt error');
 select results_eq(
@@ -213,7 +227,7 @@ select is(
   edge_worker.purge_dead_letters('ew_test'), 1::bigint,
   'purge without older_than deletes every dead letter of the queue');
 select is(
-  (select count(*) from edge_worker.attempt_errors where msg_id = 7), 0::bigint,
+  (select count(*) from edge_worker.attempt_errors where queue_name = 'ew_test' and msg_id = 7), 0::bigint,
   'purge deletes the attempt history of the purged dead letters');
 
 ------------------------------------------------------------------------------
@@ -335,7 +349,7 @@ end;
 $$;
 select ok(
   (select octet_length(error_message) = 65536 and error_message like 'xxx%[truncated]'
-   from edge_worker.attempt_errors where msg_id = 8),
+   from edge_worker.attempt_errors where queue_name = 'ew_test' and msg_id = 8),
   'a 2 MB error message is stored cut to 64 KiB, marked as truncated');
 select ok(
   octet_length(edge_worker.clip_text(repeat('é', 1024 * 1024), 65536)) <= 65536,
@@ -348,9 +362,9 @@ select ok(
 do $$
 begin
   perform edge_worker.register_worker(
-    '00000000-0000-4000-8000-00000000000a', 'ew_test', 'demo-worker');
+    '00000000-0000-4000-8000-00000000000a', 'ew_test', 'pgtap-worker');
   perform edge_worker.register_worker(
-    '00000000-0000-4000-8000-00000000000a', 'ew_test', 'demo-worker');
+    '00000000-0000-4000-8000-00000000000a', 'ew_test', 'pgtap-worker');
 end;
 $$;
 select is(
@@ -367,7 +381,7 @@ select is(
   false,
   'heartbeat of an unknown worker answers not deprecated');
 select results_eq(
-  $$ select * from edge_worker.deprecate_workers('demo-worker') $$,
+  $$ select * from edge_worker.deprecate_workers('pgtap-worker') $$,
   array['00000000-0000-4000-8000-00000000000a'::uuid],
   'deprecate_workers marks the running workers of the function');
 select is(
@@ -377,7 +391,7 @@ select is(
 update edge_worker.workers set last_heartbeat_at = clock_timestamp() - interval '1 minute'
 where worker_id = '00000000-0000-4000-8000-00000000000a';
 select results_eq(
-  $$ select worker_id from edge_worker.stale_workers $$,
+  $$ select worker_id from edge_worker.stale_workers where function_name = 'pgtap-worker' $$,
   array['00000000-0000-4000-8000-00000000000a'::uuid],
   'a worker without a heartbeat for longer than the timeout is stale');
 do $$
@@ -386,7 +400,9 @@ begin
 end;
 $$;
 select is_empty(
-  $$ select * from edge_worker.stale_workers union all select * from edge_worker.active_workers $$,
+  $$ select worker_id from edge_worker.stale_workers where function_name = 'pgtap-worker'
+     union all
+     select worker_id from edge_worker.active_workers where function_name = 'pgtap-worker' $$,
   'a stopped worker is neither active nor stale');
 
 select results_eq(
