@@ -335,18 +335,19 @@ impl Config {
             &["visibilityTimeoutSeconds", "renewBeforeExpirySeconds"],
         )?;
         g.adopt("visibilityTimeoutSeconds", legacy.visibility_timeout)?;
+        // Two seconds at least, so that a lease can be renewed at least one
+        // second before it ends.
         let vt = g.uint(
             "visibilityTimeoutSeconds",
-            1..=43_200,
+            2..=43_200,
             DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
         )?;
-        let renew_max = vt.saturating_sub(1);
         let lease = LeaseConfig {
             visibility_timeout_seconds: vt,
             renew_before_expiry_seconds: g.uint(
                 "renewBeforeExpirySeconds",
-                renew_max.min(1)..=renew_max,
-                vt.div_ceil(2).min(renew_max),
+                1..=vt - 1,
+                vt / 2,
             )?,
         };
 

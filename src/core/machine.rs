@@ -72,11 +72,17 @@ enum Lease {
     Extending { until: Timestamp },
     /// Another worker has re-read the message.
     Lost,
+    /// Handed back (release pending or in flight): never extended again.
+    Released,
 }
 
 #[derive(Debug, Clone)]
 struct Tracked {
+    /// The fence: the read count of this worker's latest claim.
     read_ct: i32,
+    /// The read count the handler was started with; a claim that finds the
+    /// message still running here moves `read_ct` on but not this.
+    run_read_ct: i32,
     lease: Lease,
     stage: Stage,
 }
@@ -104,6 +110,13 @@ enum PendingWrite {
 }
 
 impl PendingWrite {
+    fn fenced(&self) -> Fenced {
+        match self {
+            PendingWrite::Archive(f) | PendingWrite::Release(f) => *f,
+            PendingWrite::Retry(f, _, _) | PendingWrite::DeadLetter(f, _) => *f,
+        }
+    }
+
     /// The kind of batch it goes into, as [`WriteBatch::kind`] names it.
     fn kind(&self) -> &'static str {
         match self {
@@ -138,6 +151,7 @@ pub struct Worker {
     messages: BTreeMap<MsgId, Tracked>,
     pending: Vec<PendingWrite>,
     writes_due: Timestamp,
+    extends_due: Timestamp,
     write_backoff: Backoff,
     writes: HashMap<WriteId, InFlightWrite>,
     next_write_id: WriteId,
@@ -163,6 +177,7 @@ impl Worker {
             messages: BTreeMap::new(),
             pending: Vec::new(),
             writes_due: Timestamp::default(),
+            extends_due: Timestamp::default(),
             write_backoff: Backoff::default(),
             writes: HashMap::new(),
             next_write_id: 1,
@@ -290,7 +305,7 @@ impl Worker {
         }
         for tracked in self.messages.values() {
             if let Lease::Held { until } = tracked.lease {
-                wake.at(until - self.config.renew_before_expiry());
+                wake.at((until - self.config.renew_before_expiry()).max(self.extends_due));
             }
             match tracked.stage {
                 Stage::Running {
@@ -390,25 +405,20 @@ impl Worker {
         );
         let mut free = self.free_slots();
         for message in claimed {
-            if self.messages.contains_key(&message.msg_id) {
-                // A stale duplicate of a message this worker already holds:
-                // the newer read fenced out the older one; keep the newer.
-                self.log(
-                    LogLevel::Warn,
-                    "duplicate_claim",
-                    vec![("msg_id", id_value(message.msg_id))],
-                );
-            }
             let fenced = Fenced {
                 msg_id: message.msg_id,
                 read_ct: message.read_ct,
             };
+            if self.reclaimed(fenced, lease_until) {
+                continue;
+            }
             let attempt = u32::try_from(message.read_ct).unwrap_or(0).max(1);
             if !running || free == 0 {
-                self.track(fenced, lease_until, Stage::Writing);
+                self.track(fenced, Lease::Released, Stage::Writing);
                 self.pending.push(PendingWrite::Release(fenced));
                 continue;
             }
+            let lease = Lease::Held { until: lease_until };
             if self.retry.exhausted(attempt) {
                 // Read more often than the policy allows: earlier workers
                 // died while running it. Do not run it yet again.
@@ -420,13 +430,13 @@ impl Worker {
                         message.read_ct, self.config.retry.limit
                     ),
                 );
-                self.track(fenced, lease_until, Stage::Writing);
+                self.track(fenced, lease, Stage::Writing);
                 self.pending.push(PendingWrite::DeadLetter(fenced, error));
                 continue;
             }
             free -= 1;
             let deadline = self.config.handler_timeout().map(|t| now + t);
-            self.track(fenced, lease_until, Stage::Running { deadline });
+            self.track(fenced, lease, Stage::Running { deadline });
             self.outbox.push(Command::StartHandler {
                 msg_id: message.msg_id,
                 read_ct: message.read_ct,
@@ -435,12 +445,53 @@ impl Worker {
         }
     }
 
-    fn track(&mut self, fenced: Fenced, lease_until: Timestamp, stage: Stage) {
+    /// Handles a claim of a message this worker still tracks, which happens
+    /// when its lease lapsed (the database was out of reach for longer than
+    /// the margin) and this same worker read it again. Returns whether the
+    /// claim was absorbed.
+    ///
+    /// A handler still running keeps running under the new claim: the new
+    /// read count becomes its fence and the new lease its lease, so it is
+    /// neither forgotten nor run twice. A message whose outcome was already
+    /// decided starts over as a fresh claim; the writes for the old claim
+    /// are dropped, since the new read fenced them out.
+    fn reclaimed(&mut self, fenced: Fenced, lease_until: Timestamp) -> bool {
+        let Some(tracked) = self.messages.get_mut(&fenced.msg_id) else {
+            return false;
+        };
+        if tracked.holds_slot() {
+            tracked.read_ct = fenced.read_ct;
+            tracked.lease = Lease::Held { until: lease_until };
+            self.log(
+                LogLevel::Warn,
+                "lease_reclaimed",
+                vec![
+                    ("msg_id", id_value(fenced.msg_id)),
+                    ("read_ct", Value::from(fenced.read_ct)),
+                ],
+            );
+            return true;
+        }
+        self.messages.remove(&fenced.msg_id);
+        self.pending.retain(|w| w.fenced().msg_id != fenced.msg_id);
+        self.log(
+            LogLevel::Warn,
+            "claimed_again",
+            vec![
+                ("msg_id", id_value(fenced.msg_id)),
+                ("read_ct", Value::from(fenced.read_ct)),
+            ],
+        );
+        false
+    }
+
+    fn track(&mut self, fenced: Fenced, lease: Lease, stage: Stage) {
         self.messages.insert(
             fenced.msg_id,
             Tracked {
                 read_ct: fenced.read_ct,
-                lease: Lease::Held { until: lease_until },
+                run_read_ct: fenced.read_ct,
+                lease,
                 stage,
             },
         );
@@ -462,7 +513,7 @@ impl Worker {
         let Some(tracked) = self.messages.get(&msg_id) else {
             return;
         };
-        if tracked.read_ct != read_ct {
+        if tracked.run_read_ct != read_ct {
             return;
         }
         let outcome = match tracked.stage {
@@ -601,27 +652,51 @@ impl Worker {
         };
         let delay = self.write_backoff.fail(self.rng.f64());
         self.log_db_error(write.batch.kind(), &error, Some(delay));
-        // Nothing is dropped: the same items go back in line, and the fence
-        // decides on the next try whether they still apply.
+        let held = |messages: &BTreeMap<MsgId, Tracked>, f: &Fenced| {
+            messages
+                .get(&f.msg_id)
+                .is_some_and(|t| t.read_ct == f.read_ct)
+        };
+        // A completion goes back in line until it applies or its fence says
+        // it is stale; one for a claim this worker has since replaced could
+        // never apply and is dropped.
         match write.batch {
-            WriteBatch::Archive(items) => self
-                .pending
-                .extend(items.into_iter().map(PendingWrite::Archive)),
-            WriteBatch::Release(items) => self
-                .pending
-                .extend(items.into_iter().map(PendingWrite::Release)),
+            WriteBatch::Archive(items) => self.pending.extend(
+                items
+                    .into_iter()
+                    .filter(|f| held(&self.messages, f))
+                    .map(PendingWrite::Archive),
+            ),
             WriteBatch::Retry(items) => self.pending.extend(
                 items
                     .into_iter()
+                    .filter(|(f, _, _)| held(&self.messages, f))
                     .map(|(f, d, e)| PendingWrite::Retry(f, d, e)),
             ),
             WriteBatch::DeadLetter(items) => self.pending.extend(
                 items
                     .into_iter()
+                    .filter(|(f, _)| held(&self.messages, f))
                     .map(|(f, e)| PendingWrite::DeadLetter(f, e)),
             ),
+            WriteBatch::Release(items) => {
+                // Never sent again: a release gives the read back, so the
+                // fence value comes round again with the next claim, and a
+                // late second release could hand back another worker's
+                // claim. Unreleased messages return when their lease ends.
+                let ids: Vec<Value> = items.iter().map(|f| id_value(f.msg_id)).collect();
+                for fenced in items {
+                    if held(&self.messages, &fenced) {
+                        self.messages.remove(&fenced.msg_id);
+                    }
+                }
+                self.log(
+                    LogLevel::Warn,
+                    "release_abandoned",
+                    vec![("msg_ids", Value::from(ids))],
+                );
+            }
             WriteBatch::Extend { items, .. } => {
-                // The lease is as it was; try again at the next poll.
                 for fenced in items {
                     if let Some(tracked) = self.messages.get_mut(&fenced.msg_id) {
                         if let Lease::Extending { until } = tracked.lease {
@@ -629,8 +704,12 @@ impl Worker {
                         }
                     }
                 }
+                // Back off, but never past half the renewal margin, so one
+                // more try still fits before the leases end.
+                self.extends_due = now + delay.min(self.config.renew_before_expiry() / 2);
             }
         }
+        // The database just failed a write: every kind waits out the backoff.
         self.writes_due = now + delay;
     }
 
@@ -748,6 +827,9 @@ impl Worker {
     }
 
     fn extend_leases(&mut self, now: Timestamp) {
+        if now < self.extends_due {
+            return;
+        }
         let renew_at = now + self.config.renew_before_expiry();
         let mut items = Vec::new();
         for (msg_id, tracked) in self.messages.iter_mut() {
