@@ -609,3 +609,95 @@ fn the_wake_time_is_the_earliest_due_work() {
     w.poll(at(0));
     assert_eq!(w.next_wake(), Some(at(3_000)));
 }
+
+#[test]
+fn a_reclaimed_message_whose_handler_runs_keeps_that_handler_under_the_new_fence() {
+    let (mut w, _) = running(json!({ "concurrency": { "maxConcurrent": 2 } }));
+    w.handle(at(1), claimed(&[(1, 1)]));
+    assert!(w.poll(at(1)).iter().any(is_claim));
+    // The lease lapsed during an outage and this worker read it again.
+    w.handle(at(20_000), claimed(&[(1, 2)]));
+    let out = w.poll(at(20_000));
+    assert!(
+        started(&out).is_empty(),
+        "the running handler is not started twice"
+    );
+    assert_eq!(w.handlers_in_flight(), 1);
+    w.handle(at(20_001), finished(1, 1, Outcome::Succeeded));
+    let batches = writes(&w.poll(at(20_001)));
+    assert_eq!(batches[0].1, WriteBatch::Archive(vec![fence(1, 2)]));
+}
+
+#[test]
+fn a_reclaimed_message_whose_outcome_was_decided_starts_over_without_the_old_write() {
+    let (mut w, _) = running(json!({}));
+    w.handle(at(1), claimed(&[(1, 1)]));
+    w.poll(at(1));
+    w.handle(at(2), finished(1, 1, Outcome::Succeeded));
+    let first = writes(&w.poll(at(2)));
+    w.handle(
+        at(3),
+        Event::WriteFailed {
+            id: first[0].0,
+            error: db_error(DbErrorKind::Connection),
+        },
+    );
+    w.handle(at(20_000), claimed(&[(1, 2)]));
+    let out = w.poll(at(20_000));
+    assert_eq!(started(&out), vec![1]);
+    let archives = writes(&out)
+        .into_iter()
+        .filter(|(_, b)| matches!(b, WriteBatch::Archive(_)))
+        .count();
+    assert_eq!(archives, 0, "the archive for read 1 is dropped");
+}
+
+#[test]
+fn a_release_that_failed_is_not_sent_again() {
+    let (mut w, _) = running(json!({}));
+    w.handle(
+        at(1),
+        Event::StopRequested {
+            reason: StopReason::Shutdown,
+            deadline: at(10_000),
+        },
+    );
+    w.poll(at(1));
+    w.handle(at(2), claimed(&[(1, 1)]));
+    let release = writes(&w.poll(at(2)));
+    w.handle(
+        at(3),
+        Event::WriteFailed {
+            id: release[0].0,
+            error: db_error(DbErrorKind::Connection),
+        },
+    );
+    let out = w.poll(at(3));
+    assert!(out
+        .iter()
+        .any(|c| matches!(c, Command::Log(r) if r.event == "release_abandoned")));
+    assert_eq!(w.tracked(), 0);
+    assert!(writes(&w.poll(at(5_000))).is_empty());
+}
+
+#[test]
+fn a_failed_extension_backs_off_within_half_the_renewal_margin() {
+    let (mut w, _) = running(json!({
+        "lease": { "visibilityTimeoutSeconds": 10, "renewBeforeExpirySeconds": 4 }
+    }));
+    w.handle(at(0), claimed(&[(1, 1)]));
+    w.poll(at(0));
+    let extend = writes(&w.poll(at(6_000)));
+    w.handle(
+        at(6_010),
+        Event::WriteFailed {
+            id: extend[0].0,
+            error: db_error(DbErrorKind::Connection),
+        },
+    );
+    assert!(writes(&w.poll(at(6_011))).is_empty(), "not at once");
+    let wake = w.next_wake().unwrap();
+    assert!(wake > at(6_011) && wake <= at(6_010 + 2_000), "{wake:?}");
+    let again = writes(&w.poll(wake));
+    assert!(matches!(&again[0].1, WriteBatch::Extend { .. }));
+}
