@@ -26,11 +26,17 @@ export class Sleeper {
       : Math.min(Math.max(ms, 0), MAX_TIMER_MS);
     return new Promise((resolve) => {
       this.#wake = resolve;
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#wake = undefined;
+      const timer = setTimeout(() => {
+        // Deno 2.1 can still run a timer cleared in the turn it expires in;
+        // such a late callback must not forget the newer sleep's timer, or
+        // `cancel` could no longer clear it and it would outlive the worker.
+        if (this.#timer === timer) {
+          this.#timer = undefined;
+          this.#wake = undefined;
+        }
         resolve();
       }, delay);
+      this.#timer = timer;
     });
   }
 
