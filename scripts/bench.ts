@@ -80,9 +80,13 @@ async function runWorker(sql: Sql, url: string): Promise<number> {
   }
 }
 
-/** Drains the queue with read-then-archive on one connection. */
+/**
+ * Drains the queue with read-then-archive on one connection, with
+ * postgres.js's defaults (prepared statements), as a plain script would. The
+ * worker cannot prepare: transaction-mode poolers do not keep them.
+ */
 async function runBaseline(url: string): Promise<number> {
-  const sql = connect(url, { max: 1 });
+  const sql = connect(url, { max: 1, prepare: true });
   try {
     const started = performance.now();
     const deadline = Date.now() + RUN_TIMEOUT_MS;
@@ -118,7 +122,8 @@ async function main(): Promise<void> {
     );
 
     console.log(
-      `Baseline: pgmq.read + pgmq.archive loop, batch ${BATCH}, ` +
+      `Baseline: pgmq.read + pgmq.archive loop, prepared statements, ` +
+        `batch ${BATCH}, ` +
         "1 connection",
     );
     await prefill(sql);

@@ -29,10 +29,10 @@ export function databaseUrl(): string {
  */
 export function connect(
   url: string = databaseUrl(),
-  options: { max?: number } = {},
+  options: { max?: number; prepare?: boolean } = {},
 ): Sql {
   return postgres(url, {
-    prepare: false,
+    prepare: options.prepare ?? false,
     max: options.max ?? 2,
     onnotice: () => {},
     connection: { application_name: "edge_worker_tests" },
