@@ -145,6 +145,10 @@ Deno.test(
       const [stopped] = logs.events("worker_stopped", first.workerId);
       assert.equal(stopped.stale, 1);
       assert.equal(stopped.succeeded, 0);
+      const [row] = await sql<{ stale: string; succeeded: string }[]>`
+        select stale, succeeded from edge_worker.workers
+        where worker_id = ${first.workerId}`;
+      assert.deepEqual(row, { stale: "1", succeeded: "0" });
       const archived = await archiveRows(sql, queue);
       assert.deepEqual(
         archived.map((row) => [row.msg_id, row.read_ct]),

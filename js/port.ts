@@ -116,14 +116,7 @@ export class PostgresPort<T> implements WorkerPort {
   async heartbeat(stats: WorkerStats): Promise<{ deprecated: boolean }> {
     const rows = await this.#sql.unsafe<{ deprecated: boolean }[]>(
       query.HEARTBEAT,
-      [
-        this.#workerId,
-        stats.succeeded,
-        stats.failed,
-        stats.deadLettered,
-        stats.inFlight,
-        stats.lastError,
-      ],
+      query.heartbeatParameters(this.#workerId, stats),
     );
     return { deprecated: rows[0]?.deprecated === true };
   }
@@ -135,14 +128,10 @@ export class PostgresPort<T> implements WorkerPort {
    */
   async markStopped(stats: WorkerStats): Promise<void> {
     this.#sleeper.cancel();
-    await this.#sql.unsafe(query.STOP, [
-      this.#workerId,
-      stats.succeeded,
-      stats.failed,
-      stats.deadLettered,
-      stats.inFlight,
-      stats.lastError,
-    ]);
+    await this.#sql.unsafe(
+      query.STOP,
+      query.heartbeatParameters(this.#workerId, stats),
+    );
     await this.close();
   }
 

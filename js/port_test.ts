@@ -18,6 +18,7 @@ const FINAL_STATS = {
   succeeded: 7,
   failed: 2,
   deadLettered: 1,
+  stale: 3,
   inFlight: 0,
   lastError: "E: x",
 };
@@ -212,11 +213,20 @@ Deno.test("heartbeat reports deprecation", async () => {
     succeeded: 1,
     failed: 2,
     deadLettered: 3,
+    stale: 5,
     inFlight: 4,
     lastError: null,
   };
   assert.deepEqual(await port.heartbeat(stats), { deprecated: true });
-  assert.deepEqual(fake.calls[0].parameters, [WORKER_ID, 1, 2, 3, 4, null]);
+  assert.deepEqual(fake.calls[0].parameters, [
+    WORKER_ID,
+    1,
+    2,
+    3,
+    5,
+    4,
+    null,
+  ]);
 });
 
 Deno.test("cancelClaim cancels the claim in flight only", async () => {
@@ -235,7 +245,15 @@ Deno.test("markStopped records the final counters and the stop, then ends the po
   const { port, fake } = makePort(() => {});
   await port.markStopped(FINAL_STATS);
   assert.equal(fake.calls[0].statement, query.STOP);
-  assert.deepEqual(fake.calls[0].parameters, [WORKER_ID, 7, 2, 1, 0, "E: x"]);
+  assert.deepEqual(fake.calls[0].parameters, [
+    WORKER_ID,
+    7,
+    2,
+    1,
+    3,
+    0,
+    "E: x",
+  ]);
   assert.equal(fake.ended, true);
 });
 

@@ -7,6 +7,8 @@
  * @module
  */
 
+import type { WorkerStats } from "./boundary.ts";
+
 /** `$1` queue. Creates the queue if absent (idempotent in pgmq). */
 export const ENSURE_QUEUE = "select pgmq.create($1::text)";
 
@@ -22,22 +24,40 @@ export const CLAIM = "select msg_id, read_ct, enqueued_at, vt, message " +
 export const REGISTER =
   "select edge_worker.register_worker($1::uuid, $2::text, $3::text)";
 
-/**
- * `$1` worker id, `$2` succeeded, `$3` failed, `$4` dead-lettered,
- * `$5` in flight, `$6` last error. Returns `deprecated`.
- */
-export const HEARTBEAT = "select edge_worker.heartbeat(" +
-  "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::int, $6::text" +
-  ") as deprecated";
+/** The heartbeat's arguments, as {@linkcode heartbeatParameters} orders them. */
+const HEARTBEAT_ARGS =
+  "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::int, $7::text";
+
+/** Stores the counters; returns `deprecated`. */
+export const HEARTBEAT =
+  `select edge_worker.heartbeat(${HEARTBEAT_ARGS}) as deprecated`;
 
 /**
  * The final heartbeat (parameters as {@linkcode HEARTBEAT}), then sets
  * `stopped_at` (idempotent): one statement, so the counters a short-lived
  * worker reached are never lost to a stop that comes before its first beat.
  */
-export const STOP = "select edge_worker.heartbeat(" +
-  "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::int, $6::text" +
-  "), edge_worker.stop_worker($1::uuid)";
+export const STOP = `select edge_worker.heartbeat(${HEARTBEAT_ARGS}), ` +
+  "edge_worker.stop_worker($1::uuid)";
+
+/**
+ * The parameters of {@linkcode HEARTBEAT} and {@linkcode STOP}: worker id,
+ * succeeded, failed, dead-lettered, stale, in flight, last error.
+ */
+export function heartbeatParameters(
+  workerId: string,
+  stats: WorkerStats,
+): (string | number | null)[] {
+  return [
+    workerId,
+    stats.succeeded,
+    stats.failed,
+    stats.deadLettered,
+    stats.stale,
+    stats.inFlight,
+    stats.lastError,
+  ];
+}
 
 /** `$1` queue, `$2` ids, `$3` read counts. Returns the archived ids. */
 export const ARCHIVE = "select msg_id from edge_worker.archive(" +

@@ -344,11 +344,7 @@ impl Config {
         )?;
         let lease = LeaseConfig {
             visibility_timeout_seconds: vt,
-            renew_before_expiry_seconds: g.uint(
-                "renewBeforeExpirySeconds",
-                1..=vt - 1,
-                vt / 2,
-            )?,
+            renew_before_expiry_seconds: g.uint("renewBeforeExpirySeconds", 1..=vt - 1, vt / 2)?,
         };
 
         let mut g = root.group(

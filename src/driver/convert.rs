@@ -241,6 +241,7 @@ pub fn stats(stats: &Stats) -> JsValue {
         succeeded: u64,
         failed: u64,
         dead_lettered: u64,
+        stale: u64,
         in_flight: u32,
         last_error: Option<&'a str>,
     }
@@ -248,6 +249,7 @@ pub fn stats(stats: &Stats) -> JsValue {
         succeeded: stats.succeeded,
         failed: stats.failed,
         dead_lettered: stats.dead_lettered,
+        stale: stats.stale,
         in_flight: stats.in_flight,
         last_error: stats.last_error.as_deref(),
     })

@@ -22,6 +22,8 @@ export interface WorkerStats {
   succeeded: number;
   failed: number;
   deadLettered: number;
+  /** Writes fenced out because another worker re-read the message. */
+  stale: number;
   inFlight: number;
   lastError: string | null;
 }

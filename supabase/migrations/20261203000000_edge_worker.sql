@@ -45,6 +45,9 @@ create table if not exists edge_worker.workers (
   succeeded bigint not null default 0,
   failed bigint not null default 0,
   dead_lettered bigint not null default 0,
+  -- Writes fenced out because another worker re-read the message: a sign
+  -- that leases lapse.
+  stale bigint not null default 0,
   in_flight int not null default 0,
   last_error text
 );
@@ -610,6 +613,7 @@ create or replace function edge_worker.heartbeat(
   succeeded bigint,
   failed bigint,
   dead_lettered bigint,
+  stale bigint,
   in_flight int,
   last_error text
 )
@@ -623,6 +627,7 @@ as $$
       succeeded = heartbeat.succeeded,
       failed = heartbeat.failed,
       dead_lettered = heartbeat.dead_lettered,
+      stale = heartbeat.stale,
       in_flight = heartbeat.in_flight,
       last_error = edge_worker.clip_text(heartbeat.last_error, 65536)
     where w.worker_id = heartbeat.worker_id
@@ -632,10 +637,9 @@ as $$
   select coalesce((select deprecated_at is not null from beat), false);
 $$;
 
-comment on function edge_worker.heartbeat(
-  uuid, bigint, bigint, bigint, int, text) is
-  'Stores the worker''s counters and heartbeat time; returns true when the '
-  'worker has been deprecated and should retire.';
+comment on function edge_worker.heartbeat(uuid, bigint, bigint, bigint, bigint, int, text) is
+  'Stores the worker''s counters and last_heartbeat_at; returns true when '
+  'deprecated_at is set, asking the worker to retire.';
 
 -- Clean stop: the row stays as history, marked so it is neither active nor
 -- stale. Stopping twice keeps the first time.

@@ -368,16 +368,16 @@ begin
 end;
 $$;
 select is(
-  edge_worker.heartbeat('00000000-0000-4000-8000-00000000000a', 3, 1, 0, 2, 'last one'),
+  edge_worker.heartbeat('00000000-0000-4000-8000-00000000000a', 3, 1, 0, 4, 2, 'last one'),
   false,
   'heartbeat of a running worker answers not deprecated (and register is idempotent)');
 select results_eq(
-  $$ select succeeded, failed, dead_lettered, in_flight, last_error
+  $$ select succeeded, failed, dead_lettered, stale, in_flight, last_error
      from edge_worker.active_workers where worker_id = '00000000-0000-4000-8000-00000000000a' $$,
-  $$ values (3::bigint, 1::bigint, 0::bigint, 2, 'last one') $$,
+  $$ values (3::bigint, 1::bigint, 0::bigint, 4::bigint, 2, 'last one') $$,
   'a heartbeating worker is active with its counters');
 select is(
-  edge_worker.heartbeat('00000000-0000-4000-8000-0000000000ff', 0, 0, 0, 0, null),
+  edge_worker.heartbeat('00000000-0000-4000-8000-0000000000ff', 0, 0, 0, 0, 0, null),
   false,
   'heartbeat of an unknown worker answers not deprecated');
 select results_eq(
@@ -385,7 +385,7 @@ select results_eq(
   array['00000000-0000-4000-8000-00000000000a'::uuid],
   'deprecate_workers marks the running workers of the function');
 select is(
-  edge_worker.heartbeat('00000000-0000-4000-8000-00000000000a', 3, 1, 0, 0, null),
+  edge_worker.heartbeat('00000000-0000-4000-8000-00000000000a', 3, 1, 0, 4, 0, null),
   true,
   'heartbeat of a deprecated worker answers deprecated');
 update edge_worker.workers set last_heartbeat_at = clock_timestamp() - interval '1 minute'
