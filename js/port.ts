@@ -168,6 +168,11 @@ export class PostgresPort<T> implements WorkerPort {
       if (this.#pendingClaim === pending) this.#pendingClaim = undefined;
     }
     return rows.map((row) => {
+      // A message whose handler still runs here was read again after its
+      // lease lapsed; the driver keeps that handler, so no payload is needed.
+      if (this.#running.has(row.msg_id)) {
+        return { msgId: row.msg_id, readCt: row.read_ct };
+      }
       this.#claimed.set(row.msg_id, {
         msg_id: row.msg_id,
         read_ct: row.read_ct,
@@ -175,11 +180,7 @@ export class PostgresPort<T> implements WorkerPort {
         vt: row.vt,
         message: row.message as T,
       });
-      return {
-        msgId: row.msg_id,
-        readCt: row.read_ct,
-        enqueuedAtMs: row.enqueued_at.getTime(),
-      };
+      return { msgId: row.msg_id, readCt: row.read_ct };
     });
   }
 
