@@ -71,7 +71,7 @@ Deno.test("claim keeps ids as exact strings and holds the payload", async () => 
   fake.answer = () => [claimRow(BIG_ID, { to: "a@b.c" })];
   const claimed = await port.claim(5, 30, 2, 100);
   assert.deepEqual(claimed, [
-    { msgId: BIG_ID, readCt: 1, enqueuedAtMs: 1_000 },
+    { msgId: BIG_ID, readCt: 1 },
   ]);
   assert.equal(fake.calls[0].statement, query.CLAIM);
   assert.deepEqual(fake.calls[0].parameters, ["emails", 30, 5, 2, 100]);
