@@ -39,6 +39,7 @@ export interface PoolOptions {
  * dropped connections.
  */
 export function createPool(options: PoolOptions): Sql {
+  ignoreFailedTypeFetches();
   const settings: postgres.Options<Record<string, never>> & SocketOption = {
     prepare: false,
     max: options.maxConnections,
@@ -64,4 +65,30 @@ export function createPool(options: PoolOptions): Sql {
  */
 interface SocketOption {
   socket: (target: SocketTarget) => unknown;
+}
+
+/** Text unique to postgres.js's internal array-type query. */
+const TYPE_FETCH_MARKER = "where a.typcategory = 'A'";
+let typeFetchGuarded = false;
+
+/**
+ * postgres.js 3.4.x runs an array-type query on every new connection and
+ * drops its promise (porsager/postgres#1192, #1205, #1223): when that query
+ * fails (terminated backend, pooler refusing), the rejection is unhandled
+ * and ends the isolate. The connection itself fails and reconnects as
+ * usual, so the rejection carries nothing the worker needs. Only that one
+ * statement's rejections are silenced; every other stays fatal as before.
+ *
+ * TODO(shim): remove once a postgres.js 3.4 release handles the type
+ * fetch's rejection itself.
+ */
+function ignoreFailedTypeFetches(): void {
+  if (typeFetchGuarded) return;
+  typeFetchGuarded = true;
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    const query: unknown = (event.reason as { query?: unknown })?.query;
+    if (typeof query === "string" && query.includes(TYPE_FETCH_MARKER)) {
+      event.preventDefault();
+    }
+  });
 }

@@ -52,6 +52,11 @@ create table if not exists edge_worker.workers (
   last_error text
 );
 
+-- build.sh re-applies this file on every run, also to databases created by
+-- an earlier version of it that had no stale counter yet.
+alter table edge_worker.workers
+  add column if not exists stale bigint not null default 0;
+
 comment on table edge_worker.workers is
   'One row per worker isolate. stopped_at is set on a clean stop; '
   'deprecated_at asks the worker to retire at its next heartbeat.';
