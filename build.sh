@@ -4,9 +4,16 @@
 #   ./build.sh         install what is missing, build the wasm into js/gen/
 #   ./build.sh demo    the above, start Postgres, run scripts/demo.ts
 #   ./build.sh test    the above plus pgbouncer, then cargo test, clippy,
-#                      rustfmt, the SQL tests, deno fmt, deno lint and
-#                      deno test; ends with one line `N passed, N failed`
+#                      rustfmt, the SQL tests, deno fmt, deno lint,
+#                      deno test and a small chaos run (2 000 messages);
+#                      ends with one line `N passed, N failed`
 #   ./build.sh bench   the above without pgbouncer, run scripts/bench.ts
+#   ./build.sh chaos   Postgres and pgbouncer as for test, then
+#                      scripts/chaos.ts: a worker process drains 20 000
+#                      messages through failing handlers, terminated
+#                      backends, SIGKILLs and a Postgres restart, directly
+#                      and through pgbouncer in transaction mode; figures in
+#                      target/chaos/latest.json (restarts that Postgres)
 #   ./build.sh db      start Postgres and pgbouncer and leave them running,
 #                      for running single tests by hand; prints the env
 #
@@ -36,7 +43,7 @@ source "${ROOT}/scripts/checks.sh"
 readonly DENO_SOURCES=(js deno-tests scripts supabase/functions)
 
 usage() {
-  printf 'usage: %s [demo|test|bench|db]\n' "$0" >&2
+  printf 'usage: %s [demo|test|bench|chaos|db]\n' "$0" >&2
   exit 2
 }
 
@@ -101,6 +108,24 @@ cmd_bench() {
   run_deno run --allow-all scripts/bench.ts
 }
 
+# Restarts PostgreSQL during the run: use a cluster no one else is using
+# (EDGE_WORKER_PG_HOME and the port variables select another one).
+cmd_chaos() {
+  ensure_build_tools
+  start_database
+  pgbouncer_start
+  build_wasm
+  step "Running scripts/chaos.ts full (restarts PostgreSQL)"
+  run_deno run --allow-all scripts/chaos.ts full
+}
+
+# Counter for scripts/chaos.ts: its closing `N passed, N failed` line, one
+# per rule and mode.
+count_chaos_checks() {
+  sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$1" |
+    tail -n 1 | awk '{ print $1 + 0, $2 + 0 } END { if (NR == 0) print "0 0" }'
+}
+
 cmd_db() {
   ensure_build_tools
   EDGE_WORKER_KEEP_DB=1
@@ -134,6 +159,8 @@ cmd_test() {
   run_check deno-fmt count_exit_status run_deno fmt --check "${sources[@]}"
   run_check deno-lint count_exit_status run_deno lint "${sources[@]}"
   run_check deno-test count_deno_tests run_deno test --allow-all js/ deno-tests/
+  run_check chaos-small count_chaos_checks \
+    run_deno run --allow-all scripts/chaos.ts small
 
   print_summary
 }
@@ -144,6 +171,7 @@ main() {
     demo) cmd_demo ;;
     test) cmd_test ;;
     bench) cmd_bench ;;
+    chaos) cmd_chaos ;;
     db) cmd_db ;;
     *) usage ;;
   esac
