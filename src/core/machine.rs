@@ -705,8 +705,12 @@ impl Worker {
                     }
                 }
                 // Back off, but never past half the renewal margin, so one
-                // more try still fits before the leases end.
-                self.extends_due = now + delay.min(self.config.renew_before_expiry() / 2);
+                // more try still fits before the leases end; the other
+                // writes wait no longer than the extension does.
+                let hold = delay.min(self.config.renew_before_expiry() / 2);
+                self.extends_due = now + hold;
+                self.writes_due = now + hold;
+                return;
             }
         }
         // The database just failed a write: every kind waits out the backoff.
