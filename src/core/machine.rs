@@ -44,11 +44,23 @@ enum Phase {
     Stopped(Result<(), String>),
 }
 
-/// A call that is either under way or waiting for its time.
+/// A periodic or retried call (setup, heartbeat): waiting for its time, or
+/// under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Due(Timestamp),
+    InFlight,
+}
+
+/// Where the worker's one claim (`read_with_poll`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimStep {
+    /// The next claim may go out at this time, if a slot is free.
+    Due(Timestamp),
+    /// A claim is under way; its leases count from `sent_at`.
     InFlight { sent_at: Timestamp },
+    /// A claim is under way and its cancellation was asked for.
+    Cancelling { sent_at: Timestamp },
 }
 
 /// What a tracked message is doing.
@@ -142,9 +154,8 @@ pub struct Worker {
     retry: RetryPolicy,
     rng: fastrand::Rng,
     phase: Phase,
-    claim: Step,
+    claim: ClaimStep,
     claim_backoff: Backoff,
-    cancel_sent: bool,
     heartbeat: Step,
     heartbeat_backoff: Backoff,
     setup_backoff: Backoff,
@@ -168,9 +179,8 @@ impl Worker {
             retry,
             rng: fastrand::Rng::with_seed(seed),
             phase: Phase::Idle,
-            claim: Step::Due(Timestamp::default()),
+            claim: ClaimStep::Due(Timestamp::default()),
             claim_backoff: Backoff::default(),
-            cancel_sent: false,
             heartbeat: Step::Due(Timestamp::default()),
             heartbeat_backoff: Backoff::default(),
             setup_backoff: Backoff::default(),
@@ -253,7 +263,7 @@ impl Worker {
             Phase::Idle | Phase::Stopping | Phase::Stopped(_) => {}
             Phase::SettingUp(step) => {
                 if matches!(step, Step::Due(at) if at <= now) {
-                    self.phase = Phase::SettingUp(Step::InFlight { sent_at: now });
+                    self.phase = Phase::SettingUp(Step::InFlight);
                     self.outbox.push(Command::Setup);
                 }
             }
@@ -289,7 +299,7 @@ impl Worker {
                 return wake.0;
             }
             Phase::Running => {
-                if let Step::Due(at) = self.claim {
+                if let ClaimStep::Due(at) = self.claim {
                     if self.free_slots() > 0 {
                         wake.at(at);
                     }
@@ -357,7 +367,7 @@ impl Worker {
         }
         self.setup_backoff.succeed();
         self.phase = Phase::Running;
-        self.claim = Step::Due(now);
+        self.claim = ClaimStep::Due(now);
         self.heartbeat = Step::Due(now + self.config.heartbeat_interval());
         self.log(
             LogLevel::Info,
@@ -387,12 +397,12 @@ impl Worker {
     }
 
     fn on_claimed(&mut self, now: Timestamp, claimed: Vec<Claimed>) {
-        let Step::InFlight { sent_at } = self.claim else {
+        let (ClaimStep::InFlight { sent_at } | ClaimStep::Cancelling { sent_at }) = self.claim
+        else {
             return;
         };
         self.claim_backoff.succeed();
-        self.claim = Step::Due(now);
-        self.cancel_sent = false;
+        self.claim = ClaimStep::Due(now);
         let lease_until = sent_at + self.config.visibility_timeout();
         let running = self.phase == Phase::Running;
         self.log(
@@ -498,15 +508,14 @@ impl Worker {
     }
 
     fn on_claim_failed(&mut self, now: Timestamp, error: DbError) {
-        if !matches!(self.claim, Step::InFlight { .. }) {
+        if matches!(self.claim, ClaimStep::Due(_)) {
             return;
         }
-        self.cancel_sent = false;
         let delay = self.claim_backoff.fail(self.rng.f64());
         if self.phase == Phase::Running {
             self.log_db_error("claim", &error, Some(delay));
         }
-        self.claim = Step::Due(now + delay);
+        self.claim = ClaimStep::Due(now + delay);
     }
 
     fn on_handler_finished(&mut self, msg_id: MsgId, read_ct: i32, outcome: Outcome) {
@@ -825,7 +834,7 @@ impl Worker {
 
     fn send_heartbeat(&mut self, now: Timestamp) {
         if matches!(self.heartbeat, Step::Due(at) if at <= now) {
-            self.heartbeat = Step::InFlight { sent_at: now };
+            self.heartbeat = Step::InFlight;
             self.outbox.push(Command::Heartbeat(self.stats()));
         }
     }
@@ -920,14 +929,14 @@ impl Worker {
     }
 
     fn claim_more(&mut self, now: Timestamp) {
-        let Step::Due(at) = self.claim else {
+        let ClaimStep::Due(at) = self.claim else {
             return;
         };
         let free = self.free_slots();
         if at > now || free == 0 {
             return;
         }
-        self.claim = Step::InFlight { sent_at: now };
+        self.claim = ClaimStep::InFlight { sent_at: now };
         self.outbox.push(Command::Claim {
             qty: free.min(self.config.queue.batch_size),
             vt: self.config.visibility_timeout(),
@@ -937,8 +946,8 @@ impl Worker {
     }
 
     fn cancel_claim(&mut self) {
-        if matches!(self.claim, Step::InFlight { .. }) && !self.cancel_sent {
-            self.cancel_sent = true;
+        if let ClaimStep::InFlight { sent_at } = self.claim {
+            self.claim = ClaimStep::Cancelling { sent_at };
             self.outbox.push(Command::CancelClaim);
         }
     }
@@ -947,7 +956,7 @@ impl Worker {
         let idle = self.messages.is_empty()
             && self.pending.is_empty()
             && self.writes.is_empty()
-            && !matches!(self.claim, Step::InFlight { .. });
+            && matches!(self.claim, ClaimStep::Due(_));
         if !idle && now < deadline {
             return;
         }
