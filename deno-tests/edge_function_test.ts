@@ -53,6 +53,39 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a second EdgeWorker.start in one isolate throws and the first keeps working",
+  async () => {
+    const sql = connect();
+    const queue = await createQueue(sql, "edge");
+    try {
+      const [id] = await sendBatch(sql, queue, [{ n: 1 }]);
+      await using fn = await startEdgeFunction({
+        entry: ENTRY,
+        env: { EDGE_TEST_QUEUE: queue, EDGE_TEST_START_TWICE: "1" },
+      });
+      const line = await fn.waitForLine(
+        (l) => l.text.includes('"event":"second_start_refused"'),
+        30_000,
+      );
+      assert.match(
+        JSON.parse(line.text).message,
+        /EdgeWorker\.start was called twice in this isolate/,
+      );
+      await triggerWorker(fn);
+      await waitFor(async () => (await counts(sql, queue)).archived === 1, {
+        description: "the message archived by the first worker",
+      });
+      assert.deepEqual(handled(fn), [id]);
+      await fn.retire();
+      await fn.exited;
+    } finally {
+      await dropQueue(sql, queue);
+      await sql.end();
+    }
+  },
+);
+
 async function handOver(sql: Sql, queue: string): Promise<void> {
   const ids = await sendBatch(
     sql,

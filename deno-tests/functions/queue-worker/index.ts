@@ -3,7 +3,8 @@
  * by `EDGE_TEST_QUEUE` whose handler takes `EDGE_TEST_WORK_MS` per message,
  * gives up when aborted, and prints one JSON line per message it finished.
  * It also prints whether it was given read permission, which it must not
- * need.
+ * need. With `EDGE_TEST_START_TWICE=1` it calls `EdgeWorker.start` a second
+ * time and prints the error that call throws.
  *
  * @module
  */
@@ -45,9 +46,23 @@ function work(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-EdgeWorker.start(handle, {
+const config = {
   queue: { name: queue, batchSize: 5 },
   concurrency: { maxConcurrent: 2 },
   polling: { maxPollSeconds: 1, pollIntervalMs: 20 },
-  retry: { strategy: "fixed", delaySeconds: 0, limit: 3 },
-});
+  retry: { strategy: "fixed" as const, delaySeconds: 0, limit: 3 },
+};
+
+EdgeWorker.start(handle, config);
+
+if (Deno.env.get("EDGE_TEST_START_TWICE") === "1") {
+  try {
+    EdgeWorker.start(handle, config);
+  } catch (error) {
+    console.log(JSON.stringify({
+      component: COMPONENT,
+      event: "second_start_refused",
+      message: error instanceof Error ? error.message : String(error),
+    }));
+  }
+}
