@@ -48,6 +48,7 @@ import {
   databaseTargets,
   restartPostgres,
   terminateBackends,
+  withTimeout,
 } from "../deno-tests/support/faults.ts";
 import {
   CHAOS_WORKER_COMPONENT,
@@ -200,6 +201,8 @@ interface Figures {
 const STOP_TIMEOUT_MS = 15_000;
 /** How often the runner checks progress and drain. */
 const PROGRESS_CHECK_MS = 250;
+/** Longest wait for one query of the runner's own during the faults. */
+const QUERY_TIMEOUT_MS = 5_000;
 /** Pause before a worker that died by itself is started again. */
 const RESPAWN_DELAY_MS = 1_000;
 /** How often connections are sampled. */
@@ -486,7 +489,8 @@ function unarchivedCounter(sql: Sql, queue: string): UnarchivedCounter {
   return async (workerId) => {
     for (let attempt = 1;; attempt++) {
       try {
-        const [row] = await sql<{ unarchived: number }[]>`
+        const [row] = await withTimeout(
+          sql<{ unarchived: number }[]>`
           select count(*)::int as unarchived
           from chaos_runs as r
           join ${sql(`pgmq.q_${queue}`)} as q
@@ -498,7 +502,10 @@ function unarchivedCounter(sql: Sql, queue: string): UnarchivedCounter {
               where e.queue_name = ${queue}
                 and e.msg_id = r.msg_id
                 and e.attempt = r.read_ct
-            )`;
+            )`,
+          QUERY_TIMEOUT_MS,
+          "counting unarchived runs",
+        );
         return row.unarchived;
       } catch (error) {
         if (attempt >= COUNT_ATTEMPTS) throw error;
@@ -613,6 +620,9 @@ async function runMode(
   // client; the observer watches through the faults.
   const setup = connect(directUrl, { max: 1 });
   const observer = connectObserver(directUrl, 3);
+  // The drain check has a client of its own, replaced when it stops
+  // answering, so that the run always learns when the queue is empty.
+  let watcher = connectObserver(directUrl, 1);
   const logPath = new URL(
     `${CHAOS_DIR}${scenarioName}-${mode.name}-worker.log`,
     ROOT,
@@ -657,7 +667,11 @@ async function runMode(
       scenario.terminateEveryMs,
       faults.signal,
       async () => {
-        backendsTerminated += await terminateBackends(observer, mode.queue);
+        backendsTerminated += await withTimeout(
+          terminateBackends(observer, mode.queue),
+          QUERY_TIMEOUT_MS,
+          "terminating backends",
+        );
       },
     );
     const killing = every(
@@ -674,8 +688,15 @@ async function runMode(
       await sleep(PROGRESS_CHECK_MS);
       let now;
       try {
-        now = await progress(observer, mode.queue);
+        now = await withTimeout(
+          progress(watcher, mode.queue),
+          QUERY_TIMEOUT_MS,
+          "the progress check",
+        );
       } catch {
+        // A wedged client is left behind, not reused.
+        watcher.end({ timeout: 0 }).catch(() => {});
+        watcher = connectObserver(directUrl, 1);
         continue;
       }
       if (now.queued === 0) {
@@ -724,7 +745,10 @@ async function runMode(
     }
   } finally {
     log.close();
-    await observer.end();
+    await Promise.all([
+      observer.end({ timeout: 1 }),
+      watcher.end({ timeout: 1 }),
+    ]);
   }
 }
 

@@ -59,6 +59,31 @@ function requiredEnv(name: string): string {
 }
 
 /**
+ * Settles like `promise`, or rejects after `ms` if it has not settled by
+ * then. A query on a connection that a fault left wedged (postgres.js can
+ * lose track of a write when its socket closes) never settles and keeps no
+ * timer; awaiting one unguarded would end the whole Deno program with "Top-
+ * level await promise never resolved".
+ */
+export function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: number | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not answer within ${ms} ms`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** How long one connection sample may take before it counts as failed. */
+const SAMPLE_TIMEOUT_MS = 2_000;
+
+/**
  * A client for watching and injecting faults: unprepared statements, int8
  * as strings, and the worker's late-closing sockets, so that a restart of
  * Postgres fails its queries instead of crashing the process
@@ -250,7 +275,11 @@ export class ConnectionSampler {
   async #loop(): Promise<void> {
     while (!this.#stopped) {
       try {
-        await this.sampleOnce();
+        await withTimeout(
+          this.sampleOnce(),
+          SAMPLE_TIMEOUT_MS,
+          "a connection sample",
+        );
       } catch {
         this.#failedSamples++;
       }
