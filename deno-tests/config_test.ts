@@ -107,6 +107,24 @@ const BAD_CONFIGS: BadConfig[] = [
     }),
   },
   {
+    rule: "NaN, which JSON would turn into the default",
+    config: (queue) => ({ queue: { name: queue, batchSize: NaN } }),
+    refusal: () => ({
+      field: "queue.batchSize",
+      value: "NaN",
+      allowed: "a finite number",
+    }),
+  },
+  {
+    rule: "an infinite number",
+    config: (queue) => ({ queue: { name: queue }, retry: { limit: Infinity } }),
+    refusal: () => ({
+      field: "retry.limit",
+      value: "Infinity",
+      allowed: "a finite number",
+    }),
+  },
+  {
     rule: "a flat key beside its grouped field",
     config: (queue) => ({
       queue: { name: queue },

@@ -20,6 +20,13 @@ use crate::core::{Config, ConfigError, Parsed, Timestamp};
 
 /// Reads the user's configuration object and validates it.
 pub fn parse_config(raw: JsValue) -> Result<Parsed, ConfigError> {
+    if let Some((field, value)) = non_finite_number(&raw, "") {
+        return Err(ConfigError::Invalid {
+            field,
+            value,
+            allowed: "a finite number".to_owned(),
+        });
+    }
     let json: Value = serde_wasm_bindgen::from_value(raw).map_err(|e| ConfigError::Invalid {
         field: "config".to_owned(),
         value: e.to_string(),
@@ -30,6 +37,38 @@ pub fn parse_config(raw: JsValue) -> Result<Parsed, ConfigError> {
 
 /// The `ConfigValidation` object: `ok` plus either the resolved config and
 /// its warnings, or the error.
+/// The path and text of the first `NaN` or infinite number in `value`.
+/// JSON has no such numbers: converting the object would turn them into
+/// `null`, which means "the default", and a mistake would pass unnoticed.
+fn non_finite_number(value: &JsValue, path: &str) -> Option<(String, String)> {
+    if let Some(n) = value.as_f64() {
+        return (!n.is_finite()).then(|| {
+            let field = if path.is_empty() { "config" } else { path };
+            let text = match n {
+                n if n.is_nan() => "NaN",
+                n if n > 0.0 => "Infinity",
+                _ => "-Infinity",
+            };
+            (field.to_owned(), text.to_owned())
+        });
+    }
+    if !value.is_object() || Array::is_array(value) {
+        return None;
+    }
+    js_sys::Object::entries(value.unchecked_ref())
+        .iter()
+        .find_map(|entry| {
+            let entry = Array::from(&entry);
+            let key = entry.get(0).as_string().unwrap_or_default();
+            let path = if path.is_empty() {
+                key
+            } else {
+                format!("{path}.{key}")
+            };
+            non_finite_number(&entry.get(1), &path)
+        })
+}
+
 #[derive(Serialize)]
 struct Validation<'a> {
     ok: bool,
