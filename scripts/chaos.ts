@@ -364,8 +364,10 @@ class WorkerSupervisor {
       } catch {
         // Already gone.
       }
-      const timeout = sleep(timeoutMs).then(() => undefined);
+      const waited = new AbortController();
+      const timeout = sleep(timeoutMs, waited.signal).then(() => undefined);
       const status = await Promise.race([this.#exited, timeout]);
+      waited.abort();
       if (status === undefined) {
         this.#write(`# no exit within ${timeoutMs} ms of SIGTERM: SIGKILL`);
         child.kill("SIGKILL");
