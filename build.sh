@@ -42,9 +42,12 @@ source "${ROOT}/scripts/checks.sh"
 # Folders `deno fmt` and `deno lint` check (js/gen is excluded in deno.json).
 readonly DENO_SOURCES=(js deno-tests scripts supabase/functions)
 
+# Prints the header's list of commands; exits 0 when asked for, 2 after an
+# unknown command.
 usage() {
-  printf 'usage: %s [demo|test|bench|chaos|db]\n' "$0" >&2
-  exit 2
+  local status="$1"
+  sed -n '3,/^#$/s/^# \{0,1\}//p' "${ROOT}/build.sh" >&2
+  exit "${status}"
 }
 
 # Stops what this run started, unless asked to keep the database for a
@@ -173,7 +176,11 @@ main() {
     bench) cmd_bench ;;
     chaos) cmd_chaos ;;
     db) cmd_db ;;
-    *) usage ;;
+    -h | --help | help) usage 0 ;;
+    *)
+      printf 'build.sh: unknown command %s\n\n' "$1" >&2
+      usage 2
+      ;;
   esac
 }
 

@@ -100,7 +100,7 @@ async function main(): Promise<number> {
       : `killed by ${status.signal} after the ${GRACE_MS} ms grace`;
 
     const final = await counts(sql, QUEUE);
-    printSummary(final, expected, elapsedS, exit, fn);
+    printSummary(final, expected, elapsedS, exit, fn, url);
 
     if (!drained) {
       console.error(
@@ -181,6 +181,7 @@ function printSummary(
   elapsedS: number,
   exit: string,
   fn: EdgeFunction,
+  url: string,
 ): void {
   const logs = fn.jsonLines().filter((line) =>
     line.component === "edge_worker"
@@ -214,7 +215,10 @@ function printSummary(
       `(${warnings} warn, ${errors} error)`,
   );
   console.log("");
-  console.log("Look at them in psql ($EDGE_WORKER_DB_URL):");
+  console.log(
+    "Look at them: ./build.sh db (keeps the database running), then " +
+      `psql ${url}`,
+  );
   console.log(`  select msg_id, read_ct, archived_at, message
     from pgmq.a_${QUEUE} order by msg_id;`);
   console.log(`  select * from edge_worker.list_dead_letters('${QUEUE}');`);
