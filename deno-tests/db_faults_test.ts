@@ -414,3 +414,29 @@ Deno.test(
       await worker.stop();
     }),
 );
+
+Deno.test(
+  "an archive left unanswered on a wedged connection times out and is retried",
+  () =>
+    withQueue("faults", async ({ sql, queue, logs, start }) => {
+      await using proxy = new FaultProxy(databaseUrl());
+      // The statement is never forwarded nor answered and its connection
+      // stays open: what postgres.js can leave behind when a socket closes
+      // mid-write. Without a deadline the worker would wait for it forever.
+      proxy.swallowNextStatement("edge_worker.archive");
+      const worker = start(() => {}, {
+        connection: { url: proxy.url, queryTimeoutSeconds: 1 },
+      });
+
+      await sendBatch(sql, queue, [{ n: 1 }]);
+      await waitFor(async () => (await counts(sql, queue)).archived === 1, {
+        description: "the message archived by the retried write",
+      });
+      assert.equal(proxy.fired, 1, "the first archive was swallowed");
+      const [timedOut] = logs.events("db_call_failed");
+      assert.equal(timedOut.call, "archive");
+      assert.equal(timedOut.code, "CALL_TIMEOUT");
+      assert.equal(timedOut.kind, "connection");
+      await worker.stop();
+    }),
+);

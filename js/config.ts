@@ -88,6 +88,13 @@ export interface EdgeWorkerConfig {
      * `EDGE_WORKER_DB_URL`, then `SUPABASE_DB_URL`.
      */
     url?: string;
+    /**
+     * Longest wait in seconds for one of the worker's own statements (a
+     * claim may take `polling.maxPollSeconds` more); a statement that takes
+     * longer counts as a lost connection and is tried again: 1 to 600,
+     * default 30.
+     */
+    queryTimeoutSeconds?: number;
   };
   /** The worker row in `edge_worker.workers`. */
   lifecycle?: {
@@ -196,6 +203,7 @@ export interface ResolvedConfig {
   readonly connection: {
     readonly maxConnections: number;
     readonly url: string | null;
+    readonly queryTimeoutSeconds: number;
   };
   /** Heartbeats. */
   readonly lifecycle: { readonly heartbeatIntervalSeconds: number };

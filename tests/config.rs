@@ -26,6 +26,7 @@ fn defaults_fill_every_group() {
     assert_eq!(c.retry.jitter, Jitter::None);
     assert_eq!(c.handler.timeout_seconds, None);
     assert_eq!(c.connection.max_connections, 4);
+    assert_eq!(c.connection.query_timeout_seconds, 30);
     assert_eq!(c.lifecycle.heartbeat_interval_seconds, 5);
     assert_eq!(c.logging.level, LogLevel::Info);
 }
@@ -115,6 +116,10 @@ fn numbers_out_of_range_are_rejected() {
     assert_eq!(
         field_of(json!({ "queue": q, "connection": { "maxConnections": 101 } })),
         "connection.maxConnections"
+    );
+    assert_eq!(
+        field_of(json!({ "queue": q, "connection": { "queryTimeoutSeconds": 0 } })),
+        "connection.queryTimeoutSeconds"
     );
 }
 

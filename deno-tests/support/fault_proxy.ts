@@ -16,7 +16,8 @@
 /** A fault waiting for its statement. */
 interface ArmedFault {
   statement: string;
-  sqlstate: string;
+  /** `null`: swallow the statement and everything after it, unanswered. */
+  sqlstate: string | null;
   message: string;
 }
 
@@ -60,6 +61,15 @@ export class FaultProxy implements AsyncDisposable {
     message = "terminating connection due to administrator command",
   ): void {
     this.#armed.push({ statement, sqlstate, message });
+  }
+
+  /**
+   * Arms a fault: the next statement containing `statement` is never
+   * forwarded nor answered, and neither is anything after it on that
+   * connection, which stays open: a connection wedged mid-query.
+   */
+  swallowNextStatement(statement: string): void {
+    this.#armed.push({ statement, sqlstate: null, message: "" });
   }
 
   /** Stops listening and closes every connection. */
@@ -107,8 +117,10 @@ export class FaultProxy implements AsyncDisposable {
   /** Forwards the client's bytes, unless they carry an armed statement. */
   async #pumpClient(client: Deno.Conn, server: Deno.Conn): Promise<void> {
     const decoder = new TextDecoder("latin1");
+    let wedged = false;
     try {
       for await (const chunk of client.readable) {
+        if (wedged) continue;
         const text = decoder.decode(chunk);
         const index = this.#armed.findIndex((fault) =>
           text.includes(fault.statement)
@@ -116,6 +128,10 @@ export class FaultProxy implements AsyncDisposable {
         if (index !== -1) {
           const [fault] = this.#armed.splice(index, 1);
           this.#fired++;
+          if (fault.sqlstate === null) {
+            wedged = true;
+            continue;
+          }
           await client.write(errorResponse(fault.sqlstate, fault.message));
           return;
         }

@@ -34,6 +34,8 @@ pub const DEFAULT_RETRY_MAX_DELAY_SECONDS: u32 = 300;
 pub const DEFAULT_HANDLER_GRACE_MS: u32 = 2_000;
 /// Default for `connection.maxConnections`.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+/// Default for `connection.queryTimeoutSeconds`.
+pub const DEFAULT_QUERY_TIMEOUT_SECONDS: u32 = 30;
 /// Default for `lifecycle.heartbeatIntervalSeconds`.
 pub const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: u32 = 5;
 
@@ -208,6 +210,9 @@ pub struct ConnectionConfig {
     pub max_connections: u32,
     /// Postgres URL; `None` lets the shim read it from the environment.
     pub url: Option<String>,
+    /// Longest wait for one of the worker's own statements, in seconds; a
+    /// claim may take `polling.maxPollSeconds` longer.
+    pub query_timeout_seconds: u32,
 }
 
 /// `lifecycle` group.
@@ -294,6 +299,19 @@ impl Config {
     /// How long a handler aborted for its timeout keeps its slot.
     pub fn handler_grace(&self) -> Duration {
         Duration::from_millis(self.handler.grace_ms.into())
+    }
+
+    /// Longest wait for the answer to one of the worker's own statements
+    /// (setup, writes, heartbeats). A statement that takes longer counts as
+    /// a lost connection and is tried again: a connection can be left
+    /// wedged with a query that will never be answered.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_secs(self.connection.query_timeout_seconds.into())
+    }
+
+    /// Longest wait for a claim: its poll plus the query timeout.
+    pub fn claim_timeout(&self) -> Duration {
+        Duration::from_secs(self.polling.max_poll_seconds.into()) + self.query_timeout()
     }
 
     fn from_groups(root: &mut Group, legacy: Legacy) -> Result<Config, ConfigError> {
@@ -399,11 +417,19 @@ impl Config {
             grace_ms: g.uint("graceMs", 0..=60_000, DEFAULT_HANDLER_GRACE_MS)?,
         };
 
-        let mut g = root.group("connection", &["maxConnections", "url"])?;
+        let mut g = root.group(
+            "connection",
+            &["maxConnections", "url", "queryTimeoutSeconds"],
+        )?;
         g.adopt("maxConnections", legacy.max_pg_connections)?;
         let connection = ConnectionConfig {
             max_connections: g.uint("maxConnections", 1..=100, DEFAULT_MAX_CONNECTIONS)?,
             url: g.optional_url("url")?,
+            query_timeout_seconds: g.uint(
+                "queryTimeoutSeconds",
+                1..=600,
+                DEFAULT_QUERY_TIMEOUT_SECONDS,
+            )?,
         };
 
         let mut g = root.group("lifecycle", &["heartbeatIntervalSeconds"])?;

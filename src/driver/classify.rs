@@ -9,6 +9,7 @@ use crate::core::event::{DbError, DbErrorKind};
 
 /// Client-side codes and error names that mean the connection is gone.
 const CONNECTION_CODES: &[&str] = &[
+    super::deadline::CALL_TIMEOUT,
     "CONNECTION_CLOSED",
     "CONNECTION_ENDED",
     "CONNECTION_DESTROYED",

@@ -8,10 +8,12 @@
 
 pub mod classify;
 mod convert;
+mod deadline;
 mod port;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::channel::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use futures::future::{self, Either};
@@ -183,6 +185,13 @@ impl Shared {
     /// Starts one command. Synchronous ones happen now; the others run as
     /// tasks that report back through the event channel.
     fn perform(self: &Rc<Self>, command: Command) {
+        let (query_timeout, claim_timeout) = {
+            let worker = self.worker.borrow();
+            (
+                worker.config().query_timeout(),
+                worker.config().claim_timeout(),
+            )
+        };
         match command {
             Command::Log(record) => self.log(record.level.as_str(), record.event, record.fields),
             Command::AbortHandler { msg_id, reason } => {
@@ -198,15 +207,15 @@ impl Shared {
                     self.log_js_error("cancel_claim", &e);
                 }
             }
-            Command::Setup => self.spawn(|s| async move {
+            Command::Setup => self.spawn(move |s| async move {
                 let result = async {
-                    JsFuture::from(s.port.ensure_queue()?).await?;
-                    JsFuture::from(s.port.register()?).await
+                    call(s.port.ensure_queue(), query_timeout, "ensure_queue").await?;
+                    call(s.port.register(), query_timeout, "register").await
                 }
                 .await;
                 match result {
                     Ok(_) => Event::SetupFinished,
-                    Err(e) => Event::SetupFailed(convert::db_error(&e)),
+                    Err(e) => Event::SetupFailed(e),
                 }
             }),
             Command::Claim {
@@ -215,14 +224,15 @@ impl Shared {
                 max_poll_seconds,
                 poll_interval_ms,
             } => self.spawn(move |s| async move {
-                let result = call(s.port.claim(
+                let claim = s.port.claim(
                     qty,
                     vt.as_secs_f64().ceil(),
                     max_poll_seconds,
                     poll_interval_ms,
-                ))
-                .await
-                .and_then(|v| convert::claimed(&v));
+                );
+                let result = call(claim, claim_timeout, "claim")
+                    .await
+                    .and_then(|v| convert::claimed(&v));
                 match result {
                     Ok(claimed) => Event::ClaimFinished(claimed),
                     Err(e) => Event::ClaimFailed(e),
@@ -244,7 +254,7 @@ impl Shared {
                 }
             }),
             Command::Write { id, batch } => self.spawn(move |s| async move {
-                let result = call(convert::write(&s.port, &batch))
+                let result = call(convert::write(&s.port, &batch), query_timeout, batch.kind())
                     .await
                     .and_then(|v| convert::ids(&v));
                 match result {
@@ -253,7 +263,8 @@ impl Shared {
                 }
             }),
             Command::Heartbeat(stats) => self.spawn(move |s| async move {
-                let result = call(s.port.heartbeat(convert::stats(&stats)))
+                let beat = s.port.heartbeat(convert::stats(&stats));
+                let result = call(beat, query_timeout, "heartbeat")
                     .await
                     .and_then(|v| convert::deprecated(&v));
                 match result {
@@ -262,7 +273,8 @@ impl Shared {
                 }
             }),
             Command::MarkStopped(stats) => self.spawn(move |s| async move {
-                if let Err(e) = call(s.port.mark_stopped(convert::stats(&stats))).await {
+                let stop = s.port.mark_stopped(convert::stats(&stats));
+                if let Err(e) = call(stop, query_timeout, "mark_stopped").await {
                     s.log(
                         "warn",
                         "mark_stopped_failed",
@@ -307,10 +319,15 @@ impl Shared {
     }
 }
 
-/// Awaits a port call that returns a promise, classifying any failure.
-async fn call(started: Result<js_sys::Promise, JsValue>) -> Result<JsValue, DbError> {
+/// Awaits a port call that returns a promise, for at most `timeout`,
+/// classifying any failure.
+async fn call(
+    started: Result<js_sys::Promise, JsValue>,
+    timeout: Duration,
+    what: &str,
+) -> Result<JsValue, DbError> {
     let promise = started.map_err(|e| convert::db_error(&e))?;
-    JsFuture::from(promise)
+    deadline::within(promise, timeout.as_millis() as f64, what)
         .await
         .map_err(|e| convert::db_error(&e))
 }
