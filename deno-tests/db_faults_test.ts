@@ -305,7 +305,7 @@ async function tallyQueries(
 }
 
 Deno.test(
-  "postgres.js with prepared statements fails behind pgbouncer in transaction mode",
+  "postgres.js with prepared statements fails behind a transaction pooler",
   async () => {
     const { pgbouncerTransaction } = databaseTargets();
     const connect = (prepare: boolean) =>

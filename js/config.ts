@@ -54,9 +54,15 @@ export interface EdgeWorkerConfig {
   };
   /** Visibility timeouts (leases) on claimed messages. */
   lease?: {
-    /** Lease taken on claim and extension, in seconds: 1 to 43200, default 30. */
+    /**
+     * Lease taken on claim and extension, in seconds: 2 to 43200,
+     * default 30.
+     */
     visibilityTimeoutSeconds?: number;
-    /** Extend a running handler's lease when this many seconds are left. */
+    /**
+     * Extend a running handler's lease when this many seconds are left:
+     * 1 to the timeout minus 1, default half the timeout.
+     */
     renewBeforeExpirySeconds?: number;
   };
   /** Retries after a failed attempt, then dead letters. */
@@ -211,7 +217,7 @@ export interface ResolvedConfig {
   readonly logging: { readonly level: LogLevel };
 }
 
-/** Environment variables consulted, in order, when `connection.url` is unset. */
+/** Environment variables read, in order, when `connection.url` is unset. */
 export const DATABASE_URL_ENV_VARS = [
   "EDGE_WORKER_DB_URL",
   "SUPABASE_DB_URL",

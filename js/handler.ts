@@ -31,10 +31,16 @@ export interface MessageRecord<T = unknown> {
  * ```ts
  * import { EdgeWorker, type HandlerContext } from "./mod.ts";
  *
- * EdgeWorker.start(async (payload: { userId: string }, ctx: HandlerContext) => {
+ * async function notify(
+ *   payload: { userId: string },
+ *   ctx: HandlerContext,
+ * ): Promise<void> {
  *   console.log(`message ${ctx.msgId}, attempt ${ctx.attempt}`);
- *   await ctx.sql`update users set notified = true where id = ${payload.userId}`;
- * }, { queue: { name: "notify" } });
+ *   await ctx.sql`
+ *     update users set notified = true where id = ${payload.userId}`;
+ * }
+ *
+ * EdgeWorker.start(notify, { queue: { name: "notify" } });
  * ```
  */
 export interface HandlerContext<T = unknown> {

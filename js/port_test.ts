@@ -66,7 +66,7 @@ function claimRow(msgId: string, message: unknown) {
   };
 }
 
-Deno.test("claim keeps ids as exact strings and holds the payload", async () => {
+Deno.test("claim keeps ids exact and holds the payload", async () => {
   const { port, fake } = makePort(() => {});
   fake.answer = () => [claimRow(BIG_ID, { to: "a@b.c" })];
   const claimed = await port.claim(5, 30, 2, 100);
@@ -78,38 +78,41 @@ Deno.test("claim keeps ids as exact strings and holds the payload", async () => 
   assert.equal(port.heldPayloads, 1);
 });
 
-Deno.test("startHandler passes payload and context, then drops the payload", async () => {
-  let seen: unknown[] = [];
-  const { port, fake } = makePort<{ to: string }>((payload, ctx) => {
-    seen = [
-      payload,
-      ctx.msgId,
-      ctx.attempt,
-      ctx.readCt,
-      ctx.enqueuedAt.getTime(),
-      ctx.queueName,
-      ctx.workerId,
-      ctx.env.A,
-      ctx.signal.aborted,
-    ];
-  });
-  fake.answer = () => [claimRow(BIG_ID, { to: "a@b.c" })];
-  await port.claim(1, 30, 1, 100);
-  const outcome = await port.startHandler(BIG_ID, 1, 1);
-  assert.deepEqual(outcome, { ok: true });
-  assert.deepEqual(seen, [
-    { to: "a@b.c" },
-    BIG_ID,
-    1,
-    1,
-    1_000,
-    "emails",
-    WORKER_ID,
-    "1",
-    false,
-  ]);
-  assert.equal(port.heldPayloads, 0);
-});
+Deno.test(
+  "startHandler passes payload and context, then drops them",
+  async () => {
+    let seen: unknown[] = [];
+    const { port, fake } = makePort<{ to: string }>((payload, ctx) => {
+      seen = [
+        payload,
+        ctx.msgId,
+        ctx.attempt,
+        ctx.readCt,
+        ctx.enqueuedAt.getTime(),
+        ctx.queueName,
+        ctx.workerId,
+        ctx.env.A,
+        ctx.signal.aborted,
+      ];
+    });
+    fake.answer = () => [claimRow(BIG_ID, { to: "a@b.c" })];
+    await port.claim(1, 30, 1, 100);
+    const outcome = await port.startHandler(BIG_ID, 1, 1);
+    assert.deepEqual(outcome, { ok: true });
+    assert.deepEqual(seen, [
+      { to: "a@b.c" },
+      BIG_ID,
+      1,
+      1,
+      1_000,
+      "emails",
+      WORKER_ID,
+      "1",
+      false,
+    ]);
+    assert.equal(port.heldPayloads, 0);
+  },
+);
 
 Deno.test("startHandler passes a JSON null payload through", async () => {
   let payload: unknown = "unset";
@@ -120,7 +123,7 @@ Deno.test("startHandler passes a JSON null payload through", async () => {
   assert.equal(payload, null);
 });
 
-Deno.test("startHandler never rejects, whatever the handler throws", async () => {
+Deno.test("startHandler never rejects, whatever is thrown", async () => {
   const thrown: unknown[] = [
     new NonRetryableError("no"),
     "text",
@@ -144,13 +147,13 @@ Deno.test("startHandler never rejects, whatever the handler throws", async () =>
   }
 });
 
-Deno.test("startHandler for an unknown id fails without rejecting", async () => {
+Deno.test("startHandler of an unknown id fails without rejecting", async () => {
   const { port } = makePort(() => {});
   const outcome = await port.startHandler("404", 1, 1);
   assert.equal(outcome.ok, false);
 });
 
-Deno.test("abortHandler aborts the signal with a HandlerAbortError", async () => {
+Deno.test("abortHandler aborts with a HandlerAbortError", async () => {
   let signal: AbortSignal | undefined;
   const released = Promise.withResolvers<void>();
   const { port, fake } = makePort(async (_payload, ctx) => {
@@ -170,29 +173,32 @@ Deno.test("abortHandler aborts the signal with a HandlerAbortError", async () =>
   assert.deepEqual(await running, { ok: true });
 });
 
-Deno.test("batch operations bind queue, ids and read counts, and return changed ids", async () => {
-  const { port, fake } = makePort(() => {});
-  fake.answer = () => [{ msg_id: BIG_ID }];
-  assert.deepEqual(await port.archive([BIG_ID, "2"], [1, 1]), [BIG_ID]);
-  assert.deepEqual(fake.calls.at(-1), {
-    statement: query.ARCHIVE,
-    parameters: ["emails", [BIG_ID, "2"], [1, 1]],
-  });
-  await port.retry(["2"], [1], [5], ["Error"], ["boom"]);
-  assert.deepEqual(fake.calls.at(-1)?.parameters, [
-    "emails",
-    ["2"],
-    [1],
-    [5],
-    ["Error"],
-    ["boom"],
-    WORKER_ID,
-  ]);
-  await port.deadLetter(["2"], [3], ["Error"], ["boom"]);
-  assert.equal(fake.calls.at(-1)?.statement, query.DEAD_LETTER);
-  await port.extend(["2"], [3], 30);
-  assert.deepEqual(fake.calls.at(-1)?.parameters, ["emails", ["2"], [3], 30]);
-});
+Deno.test(
+  "batch writes bind their arrays and return the changed ids",
+  async () => {
+    const { port, fake } = makePort(() => {});
+    fake.answer = () => [{ msg_id: BIG_ID }];
+    assert.deepEqual(await port.archive([BIG_ID, "2"], [1, 1]), [BIG_ID]);
+    assert.deepEqual(fake.calls.at(-1), {
+      statement: query.ARCHIVE,
+      parameters: ["emails", [BIG_ID, "2"], [1, 1]],
+    });
+    await port.retry(["2"], [1], [5], ["Error"], ["boom"]);
+    assert.deepEqual(fake.calls.at(-1)?.parameters, [
+      "emails",
+      ["2"],
+      [1],
+      [5],
+      ["Error"],
+      ["boom"],
+      WORKER_ID,
+    ]);
+    await port.deadLetter(["2"], [3], ["Error"], ["boom"]);
+    assert.equal(fake.calls.at(-1)?.statement, query.DEAD_LETTER);
+    await port.extend(["2"], [3], 30);
+    assert.deepEqual(fake.calls.at(-1)?.parameters, ["emails", ["2"], [3], 30]);
+  },
+);
 
 Deno.test("release drops the payloads of released messages", async () => {
   const { port, fake } = makePort(() => {});
@@ -241,23 +247,26 @@ Deno.test("cancelClaim cancels the claim in flight only", async () => {
   assert.equal(fake.cancelled, 1);
 });
 
-Deno.test("markStopped records the final counters and the stop, then ends the pool", async () => {
-  const { port, fake } = makePort(() => {});
-  await port.markStopped(FINAL_STATS);
-  assert.equal(fake.calls[0].statement, query.STOP);
-  assert.deepEqual(fake.calls[0].parameters, [
-    WORKER_ID,
-    7,
-    2,
-    1,
-    3,
-    0,
-    "E: x",
-  ]);
-  assert.equal(fake.ended, true);
-});
+Deno.test(
+  "markStopped records counters and stop, then ends the pool",
+  async () => {
+    const { port, fake } = makePort(() => {});
+    await port.markStopped(FINAL_STATS);
+    assert.equal(fake.calls[0].statement, query.STOP);
+    assert.deepEqual(fake.calls[0].parameters, [
+      WORKER_ID,
+      7,
+      2,
+      1,
+      3,
+      0,
+      "E: x",
+    ]);
+    assert.equal(fake.ended, true);
+  },
+);
 
-Deno.test("markStopped keeps the pool open when the stop was not recorded", async () => {
+Deno.test("markStopped keeps the pool open when the stop failed", async () => {
   const { port, fake } = makePort(() => {});
   fake.answer = () => {
     throw Object.assign(new Error("gone"), { code: "CONNECTION_CLOSED" });

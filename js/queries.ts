@@ -24,7 +24,7 @@ export const CLAIM = "select msg_id, read_ct, enqueued_at, vt, message " +
 export const REGISTER =
   "select edge_worker.register_worker($1::uuid, $2::text, $3::text)";
 
-/** The heartbeat's arguments, as {@linkcode heartbeatParameters} orders them. */
+/** The heartbeat's arguments, in {@linkcode heartbeatParameters}' order. */
 const HEARTBEAT_ARGS =
   "$1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::int, $7::text";
 

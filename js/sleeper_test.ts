@@ -9,16 +9,19 @@ Deno.test("sleep resolves after its delay", async () => {
   assert.equal(sleeper.pending, false);
 });
 
-Deno.test("a new sleep supersedes the pending one, which resolves early", async () => {
-  const sleeper = new Sleeper();
-  let firstDone = false;
-  const first = sleeper.sleep(60_000).then(() => firstDone = true);
-  const second = sleeper.sleep(1);
-  await first;
-  assert.equal(firstDone, true);
-  await second;
-  assert.equal(sleeper.pending, false);
-});
+Deno.test(
+  "a new sleep supersedes the pending one, which ends early",
+  async () => {
+    const sleeper = new Sleeper();
+    let firstDone = false;
+    const first = sleeper.sleep(60_000).then(() => firstDone = true);
+    const second = sleeper.sleep(1);
+    await first;
+    assert.equal(firstDone, true);
+    await second;
+    assert.equal(sleeper.pending, false);
+  },
+);
 
 Deno.test("cancel clears the timer so nothing is left pending", async () => {
   const sleeper = new Sleeper();

@@ -12,25 +12,28 @@ function closingServer(): { port: number; done: Promise<void> } {
   return { port: (listener.addr as Deno.NetAddr).port, done };
 }
 
-Deno.test("close is delivered after immediates scheduled when the peer hung up", async () => {
-  const server = closingServer();
-  const socket = lateCloseSockets()({
-    host: ["127.0.0.1"],
-    port: [server.port],
-  });
-  const order: string[] = [];
-  const closed = Promise.withResolvers<void>();
-  socket.on("end", () => {
-    setImmediate(() => order.push("write scheduled at hang-up"));
-  });
-  socket.on("close", () => {
-    order.push("close");
-    closed.resolve();
-  });
-  await closed.promise;
-  await server.done;
-  assert.deepEqual(order, ["write scheduled at hang-up", "close"]);
-});
+Deno.test(
+  "close comes after immediates queued when the peer hung up",
+  async () => {
+    const server = closingServer();
+    const socket = lateCloseSockets()({
+      host: ["127.0.0.1"],
+      port: [server.port],
+    });
+    const order: string[] = [];
+    const closed = Promise.withResolvers<void>();
+    socket.on("end", () => {
+      setImmediate(() => order.push("write scheduled at hang-up"));
+    });
+    socket.on("close", () => {
+      order.push("close");
+      closed.resolve();
+    });
+    await closed.promise;
+    await server.done;
+    assert.deepEqual(order, ["write scheduled at hang-up", "close"]);
+  },
+);
 
 Deno.test("a refused connection still reports error, then close", async () => {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -70,7 +70,8 @@ export async function dropQueue(sql: Sql, queue: string): Promise<void> {
         select from pgmq.meta where queue_name = ${queue}
       ) as exists`;
     if (exists) await tx`select pgmq.drop_queue(${queue}::text)`;
-    await tx`delete from edge_worker.attempt_errors where queue_name = ${queue}`;
+    await tx`
+      delete from edge_worker.attempt_errors where queue_name = ${queue}`;
     await tx`delete from edge_worker.dead_letters where queue_name = ${queue}`;
     await tx`delete from edge_worker.workers where queue_name = ${queue}`;
   });

@@ -92,7 +92,10 @@ const SHIM_URL = new URL("./edge_runtime_shim.ts", import.meta.url);
  * import { startEdgeFunction } from "./edge_host.ts";
  *
  * await using fn = await startEdgeFunction({
- *   entry: new URL("../../supabase/functions/demo-worker/index.ts", import.meta.url),
+ *   entry: new URL(
+ *     "../../supabase/functions/demo-worker/index.ts",
+ *     import.meta.url,
+ *   ),
  *   wallClockMs: 10_000,
  * });
  * console.log(await fn.trigger());

@@ -56,18 +56,45 @@ export type ConfigValidation =
 export interface WorkerPort {
   now(): number;
   sleep(ms: number): Promise<void>;
-  log(level: "debug" | "info" | "warn" | "error", event: string, fields: Record<string, unknown>): void;
+  log(
+    level: "debug" | "info" | "warn" | "error",
+    event: string,
+    fields: Record<string, unknown>,
+  ): void;
   ensureQueue(): Promise<void>;
   register(): Promise<void>;
   heartbeat(stats: WorkerStats): Promise<{ deprecated: boolean }>;
   markStopped(stats: WorkerStats): Promise<void>;
-  claim(qty: number, vtSeconds: number, maxPollSeconds: number, pollIntervalMs: number): Promise<ClaimedMessage[]>;
+  claim(
+    qty: number,
+    vtSeconds: number,
+    maxPollSeconds: number,
+    pollIntervalMs: number,
+  ): Promise<ClaimedMessage[]>;
   cancelClaim(): void;
-  startHandler(msgId: string, readCt: number, attempt: number): Promise<HandlerOutcome>;
-  abortHandler(msgId: string, reason: "timeout" | "shutdown" | "stop" | "deprecated"): void;
+  startHandler(
+    msgId: string,
+    readCt: number,
+    attempt: number,
+  ): Promise<HandlerOutcome>;
+  abortHandler(
+    msgId: string,
+    reason: "timeout" | "shutdown" | "stop" | "deprecated",
+  ): void;
   archive(ids: string[], readCts: number[]): Promise<string[]>;
-  retry(ids: string[], readCts: number[], delaysSeconds: number[], errorNames: string[], errorMessages: string[]): Promise<string[]>;
-  deadLetter(ids: string[], readCts: number[], errorNames: string[], errorMessages: string[]): Promise<string[]>;
+  retry(
+    ids: string[],
+    readCts: number[],
+    delaysSeconds: number[],
+    errorNames: string[],
+    errorMessages: string[],
+  ): Promise<string[]>;
+  deadLetter(
+    ids: string[],
+    readCts: number[],
+    errorNames: string[],
+    errorMessages: string[],
+  ): Promise<string[]>;
   extend(ids: string[], readCts: number[], vtSeconds: number): Promise<string[]>;
   release(ids: string[], readCts: number[]): Promise<string[]>;
 }
