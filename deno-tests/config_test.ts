@@ -247,7 +247,7 @@ Deno.test(
       );
       for (const key of Object.keys(flat)) {
         const naming = warnings.filter((line) =>
-          String(line.message).includes(`config key ${key} is deprecated`)
+          line.key === key && typeof line.replacement === "string"
         );
         assert.equal(naming.length, 1, `one warning naming ${key}`);
       }

@@ -13,8 +13,16 @@ import { validateConfig } from "./wasm.ts";
 export interface ValidatedConfig {
   /** Every group filled in, deep-frozen. */
   config: ResolvedConfig;
-  /** One sentence per deprecated flat key used. */
-  warnings: string[];
+  /** One entry per deprecated flat key used, with what replaces it. */
+  warnings: Deprecation[];
+}
+
+/** A flat key of the alpha that the configuration used. */
+export interface Deprecation {
+  /** The alpha's key, such as `queueName`. */
+  key: string;
+  /** What to write instead, such as `queue.name`. */
+  replacement: string;
 }
 
 /**

@@ -14,7 +14,7 @@ import { createLogger, type Logger, type LogSink } from "./log.ts";
 import type { Platform } from "./platform.ts";
 import { createPool } from "./pool.ts";
 import { PostgresPort } from "./port.ts";
-import { resolveConfig } from "./validate.ts";
+import { type Deprecation, resolveConfig } from "./validate.ts";
 import { WorkerDriver } from "./wasm.ts";
 
 /**
@@ -67,8 +67,8 @@ export interface WorkerHandle {
 export interface PreparedConfig {
   /** The validated configuration, deep-frozen. */
   config: ResolvedConfig;
-  /** Deprecation warnings, logged when the worker starts. */
-  warnings: string[];
+  /** Deprecated flat keys used, logged when the worker starts. */
+  warnings: Deprecation[];
   /** The database URL, from the config or the environment. */
   url: string;
 }
@@ -128,8 +128,8 @@ export function startWorker<T>(
     base: { queue: prepared.config.queue.name, worker_id: workerId },
     sink: options.logSink,
   });
-  for (const warning of prepared.warnings) {
-    logger.warn("config_key_deprecated", { message: warning });
+  for (const { key, replacement } of prepared.warnings) {
+    logger.warn("config_key_deprecated", { key, replacement });
   }
 
   const sql = createPool({

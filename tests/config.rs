@@ -208,7 +208,12 @@ fn legacy_flat_keys_map_onto_groups_with_one_warning_each() {
     assert_eq!(c.retry.limit, 1);
     assert_eq!(c.lease.visibility_timeout_seconds, 9);
     assert_eq!(parsed.warnings.len(), 8);
-    assert!(parsed.warnings[0].contains("queueName is deprecated; use queue.name"));
+    assert_eq!(parsed.warnings[0].key, "queueName");
+    assert_eq!(parsed.warnings[0].replacement, "queue.name");
+    assert_eq!(
+        parsed.warnings[0].to_string(),
+        "config key queueName is deprecated; use queue.name instead"
+    );
 }
 
 #[test]

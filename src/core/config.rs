@@ -255,13 +255,32 @@ pub struct Config {
     pub logging: LoggingConfig,
 }
 
+/// A flat key of the alpha that the configuration used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deprecation {
+    /// The alpha's key, such as `queueName`.
+    pub key: &'static str,
+    /// What to write instead, such as `queue.name`.
+    pub replacement: &'static str,
+}
+
+impl std::fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "config key {} is deprecated; use {} instead",
+            self.key, self.replacement
+        )
+    }
+}
+
 /// A validated configuration and the deprecation warnings it produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     /// The resolved configuration.
     pub config: Config,
-    /// One sentence per deprecated flat key used.
-    pub warnings: Vec<String>,
+    /// One entry per deprecated flat key used.
+    pub warnings: Vec<Deprecation>,
 }
 
 impl Config {
@@ -677,12 +696,10 @@ struct Legacy {
 }
 
 impl Legacy {
-    fn take(root: &mut Group, warnings: &mut Vec<String>) -> Result<Legacy, ConfigError> {
-        let mut take = |key: &'static str, replacement: &str| {
+    fn take(root: &mut Group, warnings: &mut Vec<Deprecation>) -> Result<Legacy, ConfigError> {
+        let mut take = |key: &'static str, replacement: &'static str| {
             let value = root.take(key)?;
-            warnings.push(format!(
-                "config key {key} is deprecated; use {replacement} instead"
-            ));
+            warnings.push(Deprecation { key, replacement });
             Some(LegacyValue { key, value })
         };
         Ok(Legacy {

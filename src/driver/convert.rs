@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 
 use super::classify::classify;
 use super::port::WorkerPort;
+use crate::core::config::Deprecation;
 use crate::core::error_text::ErrorText;
 use crate::core::event::{
     Claimed, DbError, DbErrorKind, Failure, MsgId, Outcome, Stats, WriteBatch,
@@ -75,7 +76,7 @@ struct Validation<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<&'a Config>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a [String]>,
+    warnings: Option<&'a [Deprecation]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<InvalidField>,
 }

@@ -41,7 +41,11 @@ export type HandlerOutcome =
 
 /** Result of `validateConfig`. */
 export type ConfigValidation =
-  | { ok: true; config: Record<string, unknown>; warnings: string[] }
+  | {
+    ok: true;
+    config: Record<string, unknown>;
+    warnings: { key: string; replacement: string }[];
+  }
   | {
     ok: false;
     error: { field: string; value: string | null; allowed: string; message: string };
