@@ -50,6 +50,7 @@ import {
   terminateBackends,
   withTimeout,
 } from "../deno-tests/support/faults.ts";
+import { readLines } from "../deno-tests/support/edge_host.ts";
 import {
   CHAOS_WORKER_COMPONENT,
   type HandlerSettings,
@@ -303,8 +304,8 @@ class WorkerSupervisor {
     this.#child = child;
     this.#write(`# worker process ${generation} (pid ${child.pid}) started`);
     this.#reading = Promise.all([
-      this.#readLines(child.stdout, generation),
-      this.#readLines(child.stderr, generation),
+      readLines(child.stdout, (line) => this.#onLine(line, generation)),
+      readLines(child.stderr, (line) => this.#onLine(line, generation)),
     ]);
     this.#exited = child.status.then((status) => {
       this.#write(
@@ -398,22 +399,6 @@ class WorkerSupervisor {
 
   #write(line: string): void {
     this.#log.writeSync(this.#encoder.encode(`${line}\n`));
-  }
-
-  async #readLines(
-    stream: ReadableStream<Uint8Array>,
-    generation: number,
-  ): Promise<void> {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      let newline;
-      while ((newline = rest.indexOf("\n")) !== -1) {
-        this.#onLine(rest.slice(0, newline), generation);
-        rest = rest.slice(newline + 1);
-      }
-    }
-    if (rest !== "") this.#onLine(rest, generation);
   }
 
   #onLine(line: string, generation: number): void {

@@ -151,8 +151,8 @@ export async function startEdgeFunction(
     for (const watch of watchers) watch(line);
   };
   const reading = Promise.all([
-    readLines(child.stdout, "stdout", onLine),
-    readLines(child.stderr, "stderr", onLine),
+    readLines(child.stdout, (text) => onLine({ stream: "stdout", text })),
+    readLines(child.stderr, (text) => onLine({ stream: "stderr", text })),
   ]);
 
   let exitedYet = false;
@@ -277,21 +277,24 @@ async function post(
   }
 }
 
-async function readLines(
+/**
+ * Calls `onLine` with each line of a child's output as it arrives (without
+ * the newline), and with what is left after the last newline at the end.
+ */
+export async function readLines(
   stream: ReadableStream<Uint8Array>,
-  name: OutputLine["stream"],
-  onLine: (line: OutputLine) => void,
+  onLine: (text: string) => void,
 ): Promise<void> {
   let rest = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     rest += chunk;
     let newline;
     while ((newline = rest.indexOf("\n")) !== -1) {
-      onLine({ stream: name, text: rest.slice(0, newline) });
+      onLine(rest.slice(0, newline));
       rest = rest.slice(newline + 1);
     }
   }
-  if (rest !== "") onLine({ stream: name, text: rest });
+  if (rest !== "") onLine(rest);
 }
 
 /** A TCP port nobody listens on right now. */
